@@ -1,0 +1,56 @@
+# Parley: `make run` starts the whole stack locally, `make test` runs the suite.
+# Both set everything up from nothing: virtual environment, dependencies,
+# generated protobuf code, and a reachable RabbitMQ.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMPS := .stamps
+PROTOS := $(wildcard protos/parley/v1/*.proto)
+
+.PHONY: setup gen broker run test chat unit integration clean help
+
+help:
+	@echo "make run    start gateway, matcher, moderation and ban locally (Ctrl-C stops them)"
+	@echo "make chat   open a terminal client against the local gateway"
+	@echo "make test   set up from nothing and run the whole test suite"
+	@echo "make gen    regenerate protobuf code from protos/"
+
+# The code generator comes first: the project is installed (editable) once the
+# generated package parley/ exists, so that the install maps it.
+$(STAMPS)/venv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet grpcio-tools==1.85.1
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/gen: $(STAMPS)/venv $(PROTOS)
+	rm -rf parley
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	touch parley/__init__.py parley/v1/__init__.py
+	@touch $@
+
+$(STAMPS)/install: $(STAMPS)/gen pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMPS)/install
+gen: $(STAMPS)/gen
+
+broker:
+	@deploy/local/ensure-rabbitmq.sh
+
+run: setup broker
+	$(BIN)/python -m deploy.local.run_stack
+
+chat: setup
+	$(BIN)/parley-chat $(ARGS)
+
+test: setup broker
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+clean:
+	rm -rf $(VENV) $(STAMPS) parley data .pytest_cache .hypothesis

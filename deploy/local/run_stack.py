@@ -1,0 +1,116 @@
+"""`make run`: the whole Parley stack on this machine, one process per
+service, as in production. Logs go to data/logs/<service>.log; Ctrl-C stops
+every service cleanly (SIGTERM, then drain)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("PARLEY_DATA_DIR", ROOT / "data"))
+
+# (service, default gRPC port, default metrics port), in start order: the
+# gateway checks bans at the door, so the ban service comes first.
+SERVICES = [("ban", 50054, 9104), ("moderation", 50053, 9103), ("matcher", 50052, 9102),
+            ("gateway", 50051, 9101)]
+
+
+def port(service: str, kind: str, default: int) -> int:
+    return int(os.environ.get(f"PARLEY_{service.upper()}_{kind}_PORT", default))
+
+
+def wait_serving(name: str, process: subprocess.Popen, grpc_port: int, log: Path, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}; last lines of {log}:\n"
+                               + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not become healthy within {timeout:.0f} s; see {log}")
+
+
+def stop_all(processes: list[tuple[str, subprocess.Popen]]) -> None:
+    for _name, process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for name, process in reversed(processes):
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            print(f"  {name} did not stop in 20 s; killing it", flush=True)
+            process.kill()
+            process.wait()
+        print(f"  {name} stopped", flush=True)
+
+
+def main() -> int:
+    logs = DATA / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("PARLEY_DRAIN_SECONDS", "1")
+    env.setdefault("PARLEY_BAN_DATABASE_URL", f"sqlite:///{DATA}/ban.db")
+    env.setdefault("PARLEY_MODERATION_DATABASE_URL", f"sqlite:///{DATA}/moderation.db")
+    processes: list[tuple[str, subprocess.Popen]] = []
+    # The services run in sessions of their own, so a Ctrl-C during start-up
+    # does not hit them half-started; they are stopped by SIGTERM from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        for name, grpc_default, _metrics in SERVICES:
+            log = logs / f"{name}.log"
+            with open(log, "ab") as out:
+                process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
+                                           stdout=out, stderr=out, start_new_session=True)
+            processes.append((name, process))
+            wait_serving(name, process, port(name, "GRPC", grpc_default), log)
+    except RuntimeError as exc:
+        print(f"Parley did not start: {exc}", file=sys.stderr, flush=True)
+        stop_all(processes)
+        return 1
+
+    print("\nParley is running:", flush=True)
+    for name, grpc_default, metrics_default in SERVICES:
+        extra = (f"  HTTP 127.0.0.1:{port(name, 'HTTP', 8080)}" if name == "gateway" else "")
+        print(f"  {name:<11} gRPC 127.0.0.1:{port(name, 'GRPC', grpc_default)}{extra}  "
+              f"metrics :{port(name, 'METRICS', metrics_default)}/metrics  log {logs / (name + '.log')}")
+    print("\nChat from two terminals:  make chat   (or .venv/bin/parley-chat --interests music)")
+    print("Moderators: .venv/bin/parley-modctl list      Bans: .venv/bin/parley-banctl list")
+    print("Press Ctrl-C to stop.\n", flush=True)
+
+    stopping = False
+
+    def request_stop(_signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stopping:
+        for name, process in processes:
+            if process.poll() is not None:
+                print(f"{name} exited with code {process.returncode}; stopping the stack. "
+                      f"See {logs / (name + '.log')}", file=sys.stderr, flush=True)
+                stopping = True
+                break
+        time.sleep(0.5)
+    print("Stopping Parley...", flush=True)
+    stop_all(processes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The gateway process, wired together: client transports, the session hub,
+the ban gate, and this replica's relay queue on the broker."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from services.gateway.bans import BanGate
+from services.gateway.grpc_api import MAX_FRAME_BYTES, SERVICE_NAME, GatewayApi
+from services.gateway.http import HttpServer, build_http_app
+from services.gateway.hub import SessionHub
+from services.gateway.identity import AddressHasher, DeviceTokens
+from services.gateway.settings import DEV_DEVICE_TOKEN_SECRET, DEV_IP_PEPPER, GatewaySettings
+from services.runtime.bus import Bus
+from services.runtime.topology import gateway_relay, moderation_reports
+
+log = logging.getLogger(__name__)
+
+
+class GatewayService:
+    grpc_service_names = [SERVICE_NAME]
+    grpc_options = [("grpc.max_receive_message_length", MAX_FRAME_BYTES)]
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        if not settings.ip_pepper or not settings.device_token_secret:
+            log.warning("PARLEY_IP_PEPPER or PARLEY_DEVICE_TOKEN_SECRET unset: using development "
+                        "secrets; set both in production")
+        self.bus = Bus(settings.amqp_url, "gateway", settings.instance_id)
+        self.bans = BanGate(settings.ban_addr, settings.ban_check_timeout_seconds)
+        self.hub = SessionHub(
+            gateway_id=settings.instance_id, bus=self.bus, bans=self.bans,
+            tokens=DeviceTokens(settings.device_token_secret or DEV_DEVICE_TOKEN_SECRET),
+            hasher=AddressHasher(settings.ip_pepper or DEV_IP_PEPPER),
+            proposal_timeout=settings.proposal_timeout_seconds)
+        self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
+        self._serving = False
+        self.http = HttpServer(build_http_app(lambda: self._serving), settings.http_host, settings.http_port)
+        self._ticker: asyncio.Task | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        self.api.register(server)
+
+    def extra_ports(self) -> dict:
+        return {"http_port": self.http.port}
+
+    async def start(self) -> None:
+        await self.bus.connect()
+        # Reports must survive until moderation first starts.
+        await self.bus.declare(moderation_reports())
+        await self.bus.consume(gateway_relay(self.settings.instance_id), self.hub.on_event, prefetch=1000)
+        await self.http.start()
+        self._ticker = asyncio.create_task(self._tick_forever())
+        self._serving = True
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.hub.tick()
+            except Exception:
+                log.exception("tick failed")
+
+    async def stop(self) -> None:
+        self._serving = False
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        # Tell every stranger their partner is gone before the streams close.
+        for live in list(self.hub.sessions.values()):
+            await self.hub.close(live)
+        await self.http.stop()
+        await self.bans.close()
+        await self.bus.close()

@@ -1,0 +1,64 @@
+"""The ban check at the door.
+
+The ban service answers CheckBan. When it cannot be reached in time the
+gateway *fails open* on what it knows: bans it has heard of through ban
+events since it started. A user it has no ban for is served; the failure is
+counted (parley_gateway_ban_check_failures_total) and logged. Failing closed
+would let an outage of one service stop the whole chat; a banned user's
+live session is still ended by the ban event either way.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2
+from services.gateway.machine import ban_applies
+from services.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class BanGate:
+    def __init__(self, ban_addr: str, timeout: float) -> None:
+        self._channel = grpc.aio.insecure_channel(ban_addr)
+        self._stub = ban_pb2_grpc.BanStub(self._channel)
+        self._timeout = timeout
+        self._known: dict[str, ban_pb2.BanRecord] = {}  # ban_id -> ban, from events
+        metrics = Metrics("gateway")
+        self.m_checks = metrics.counter("ban_checks_total", "Ban checks, by result", ["result"])
+        self.m_failures = metrics.counter(
+            "ban_check_failures_total", "Ban checks the ban service did not answer (failed open)")
+
+    async def check(self, identity: common_pb2.Identity, mode: int) -> ban_pb2.BanRecord | None:
+        try:
+            reply = await self._stub.CheckBan(
+                ban_pb2.CheckBanRequest(identity=identity, mode=mode), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            self.m_failures.inc()
+            log.warning("ban service unavailable; failing open on known bans",
+                        extra={"code": exc.code().name, "detail": exc.details()})
+            ban = self.known_ban(identity, mode)
+        else:
+            ban = reply.ban if reply.banned else None
+        self.m_checks.labels("banned" if ban else "clear").inc()
+        return ban
+
+    def known_ban(self, identity: common_pb2.Identity, mode: int) -> ban_pb2.BanRecord | None:
+        now_ms = int(time.time() * 1000)
+        for ban in self._known.values():
+            expired = ban.expires_at_unix_ms and ban.expires_at_unix_ms <= now_ms
+            if not expired and ban_applies(ban, identity, mode):
+                return ban
+        return None
+
+    def remember(self, ban: ban_pb2.BanRecord) -> None:
+        self._known[ban.ban_id] = ban
+
+    def forget(self, ban: ban_pb2.BanRecord) -> None:
+        self._known.pop(ban.ban_id, None)
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,212 @@
+"""The live sessions of one gateway replica: it feeds each session's state
+machine and carries out what the machine returns, on the client's transport
+and on the broker. Both transports (gRPC stream, WebSocket) go through here."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from parley.v1 import common_pb2, events_pb2, gateway_pb2
+from services.gateway.bans import BanGate
+from services.gateway.identity import AddressHasher, DeviceTokens
+from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachine, ToClient, error
+from services.runtime.bus import Bus, BusUnavailable
+from services.runtime.logs import session_context
+from services.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+CLOSED = object()  # the last item of a session's outbox
+
+
+@dataclass
+class LiveSession:
+    machine: SessionMachine
+    transport: str
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def session_id(self) -> str:
+        return self.machine.ref.session_id
+
+    def send(self, frame: gateway_pb2.ServerFrame) -> None:
+        self.outbox.put_nowait(frame)
+
+
+class SessionHub:
+    def __init__(self, gateway_id: str, bus: Bus, bans: BanGate, tokens: DeviceTokens,
+                 hasher: AddressHasher, proposal_timeout: float) -> None:
+        self.gateway_id = gateway_id
+        self.bus = bus
+        self.bans = bans
+        self.tokens = tokens
+        self.hasher = hasher
+        self.proposal_timeout = proposal_timeout
+        self.sessions: dict[str, LiveSession] = {}
+        metrics = Metrics("gateway")
+        self.m_sessions = metrics.gauge("sessions", "Live sessions, by phase and transport",
+                                        ["phase", "transport"])
+        self.m_opened = metrics.counter("sessions_opened_total", "Sessions opened", ["transport"])
+        self.m_rejects = metrics.counter("rejects_total", "Refused requests, by reason", ["reason"])
+        self.m_connected = metrics.counter("matches_connected_total", "Sessions that got a stranger")
+        self.m_relayed = metrics.counter("messages_relayed_total", "Chat lines relayed to a stranger")
+        self.m_refused = metrics.counter("matches_refused_total", "Match results refused by this gateway")
+
+    # ------------------------------------------------------------ sessions
+
+    async def open(self, hello: gateway_pb2.Hello, ip: str, transport: str) -> tuple[LiveSession | None, list]:
+        """Admit a client: sign its device, check bans. Returns the session,
+        or None and the frames to send before closing."""
+        device_token = self.tokens.keep_or_issue(hello.device_token)
+        identity = self.hasher.identity(ip, device_token)
+        ban = await self.bans.check(identity, common_pb2.MODE_UNSPECIFIED)
+        if ban is not None:
+            self.m_rejects.labels("ban").inc()
+            return None, [gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
+                reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category))]
+        ref = common_pb2.SessionRef(gateway_id=self.gateway_id, session_id=uuid.uuid4().hex)
+        machine = SessionMachine(ref, identity, new_id=lambda: uuid.uuid4().hex, now=time.time,
+                                 proposal_timeout=self.proposal_timeout)
+        live = LiveSession(machine=machine, transport=transport)
+        self.sessions[ref.session_id] = live
+        self.m_opened.labels(transport).inc()
+        live.send(gateway_pb2.ServerFrame(welcome=gateway_pb2.Welcome(
+            session_id=ref.session_id, device_token=device_token)))
+        with session_context(ref.session_id):
+            log.info("session opened", extra={"transport": transport})
+        return live, []
+
+    async def from_client(self, live: LiveSession, frame: gateway_pb2.ClientFrame) -> None:
+        with session_context(live.session_id):
+            if frame.WhichOneof("frame") == "join":
+                # Bans are checked again before every join (video-only bans
+                # depend on the mode asked for).
+                ban = await self.bans.check(live.machine.identity, frame.join.mode)
+                if ban is not None:
+                    self.m_rejects.labels("ban").inc()
+                    await self._run(live, live.machine.on_ban(ban) or [
+                        ToClient(gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
+                            reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms,
+                            category=ban.category))), Close("banned")])
+                    return
+            async with live.lock:
+                effects = live.machine.on_frame(frame)
+            await self._run(live, effects)
+
+    def reject_invalid(self, live: LiveSession, message: str) -> None:
+        self.m_rejects.labels("invalid").inc()
+        live.send(error(gateway_pb2.Error.CODE_INVALID_FRAME, message).frame)
+
+    async def close(self, live: LiveSession) -> None:
+        """The client went away (or the gateway is stopping)."""
+        with session_context(live.session_id):
+            async with live.lock:
+                effects = live.machine.on_disconnect()
+            await self._run(live, effects)
+            self.sessions.pop(live.session_id, None)
+            live.outbox.put_nowait(CLOSED)
+            log.info("session closed")
+
+    # ------------------------------------------------------------ broker
+
+    async def on_event(self, envelope: events_pb2.Envelope) -> None:
+        field = envelope.WhichOneof("event")
+        if field == "match_found":
+            found = envelope.match_found
+            for side in (found.a, found.b):
+                live = self.sessions.get(side.session.session_id)
+                if side.session.gateway_id != self.gateway_id:
+                    continue
+                if live is None:
+                    # Gone before the match: refuse so the other side re-queues.
+                    other = found.b if side is found.a else found.a
+                    self.m_refused.inc()
+                    await self._send_relay(other.session.gateway_id, events_pb2.RelayFrame(
+                        match_id=found.match_id, to=other.session,
+                        refuse=events_pb2.MatchRefuse(ticket_id=side.ticket_id, reason="session closed"),
+                        **{"from": side.session}))
+                    continue
+                await self._apply(live, lambda m: m.on_match_found(found))
+        elif field == "relay":
+            live = self.sessions.get(envelope.relay.to.session_id)
+            if live is not None:
+                await self._apply(live, lambda m: m.on_relay(envelope.relay))
+        elif field == "ban_issued":
+            ban = envelope.ban_issued.ban
+            self.bans.remember(ban)
+            for live in list(self.sessions.values()):
+                await self._apply(live, lambda m: m.on_ban(ban))
+        elif field == "ban_lifted":
+            self.bans.forget(envelope.ban_lifted.ban)
+
+    async def _apply(self, live: LiveSession, step) -> None:
+        with session_context(live.session_id):
+            async with live.lock:
+                before = live.machine.phase
+                effects = step(live.machine)
+                after = live.machine.phase
+            if before is Phase.WAITING and after is Phase.WAITING and any(
+                    isinstance(e, Relay) and e.frame.HasField("refuse") for e in effects):
+                self.m_refused.inc()
+            await self._run(live, effects)
+
+    async def tick(self) -> None:
+        for live in list(self.sessions.values()):
+            if live.machine.phase is Phase.PROPOSED:
+                await self._apply(live, lambda m: m.on_tick())
+        self._update_gauge()
+
+    def _update_gauge(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for live in self.sessions.values():
+            key = (live.machine.phase.value, live.transport)
+            counts[key] = counts.get(key, 0) + 1
+        for phase in Phase:
+            for transport in ("grpc", "websocket"):
+                self.m_sessions.labels(phase.value, transport).set(counts.get((phase.value, transport), 0))
+
+    # ------------------------------------------------------------ effects
+
+    async def _run(self, live: LiveSession, effects) -> None:
+        for effect in effects:
+            if isinstance(effect, ToClient):
+                if effect.frame.HasField("connected"):
+                    self.m_connected.inc()
+                elif effect.frame.HasField("error"):
+                    self.m_rejects.labels(_reject_reason(effect.frame.error.code)).inc()
+                live.send(effect.frame)
+            elif isinstance(effect, Publish):
+                try:
+                    await self.bus.publish(effect.event)
+                except BusUnavailable:
+                    log.error("publish failed", extra={"event": effect.event.DESCRIPTOR.name})
+                    live.send(error(gateway_pb2.Error.CODE_UNAVAILABLE,
+                                    "the service is busy; try that again in a moment").frame)
+            elif isinstance(effect, Relay):
+                if effect.frame.HasField("text"):
+                    self.m_relayed.inc()
+                await self._send_relay(effect.gateway_id, effect.frame)
+            elif isinstance(effect, Close):
+                self.sessions.pop(live.session_id, None)
+                live.outbox.put_nowait(CLOSED)
+                log.info("session ended by the gateway", extra={"reason": effect.reason})
+
+    async def _send_relay(self, gateway_id: str, frame: events_pb2.RelayFrame) -> None:
+        try:
+            await self.bus.send_relay(gateway_id, frame)
+        except BusUnavailable:
+            log.error("relay failed", extra={"to_gateway": gateway_id})
+
+
+def _reject_reason(code: int) -> str:
+    return {
+        gateway_pb2.Error.CODE_RATE_LIMITED: "rate",
+        gateway_pb2.Error.CODE_INVALID_FRAME: "invalid",
+        gateway_pb2.Error.CODE_TOO_LARGE: "invalid",
+        gateway_pb2.Error.CODE_OUT_OF_ORDER: "out_of_order",
+        gateway_pb2.Error.CODE_NOT_CONNECTED: "not_connected",
+    }.get(code, "other")

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.runtime.settings import CommonSettings, setting
+
+# Used only when the variables are unset, so that `make run` works out of the
+# box; the gateway logs a warning when it falls back to them.
+DEV_IP_PEPPER = "parley-development-pepper"
+DEV_DEVICE_TOKEN_SECRET = "parley-development-device-secret"
+
+
+@dataclass(frozen=True)
+class GatewaySettings(CommonSettings):
+    service = "gateway"
+
+    grpc_port: int = setting(50051, minimum=0, maximum=65535, help="gRPC port (client sessions)")
+    http_port: int = setting(8080, minimum=0, maximum=65535, help="HTTP port (health; WebSocket)")
+    http_host: str = setting("0.0.0.0", help="address the HTTP server binds")
+    metrics_port: int = setting(9101, minimum=0, maximum=65535, help="Prometheus /metrics port")
+    ban_addr: str = setting("127.0.0.1:50054", help="host:port of the ban service")
+    ban_check_timeout_seconds: float = setting(0.5, minimum=0.01, maximum=10,
+                                               help="CheckBan deadline before failing open")
+    ip_pepper: str = setting("", shared=True, secret=True,
+                             help="secret key for IP address hashes (HMAC-SHA256)")
+    device_token_secret: str = setting("", shared=True, secret=True,
+                                       help="secret key that signs device tokens")
+    hello_timeout_seconds: float = setting(10.0, minimum=0.1, maximum=120,
+                                           help="a new session must say hello within this")
+    proposal_timeout_seconds: float = setting(
+        5.0, minimum=0.1, maximum=60,
+        help="a proposed match the other gateway does not answer is given up after this")

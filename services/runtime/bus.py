@@ -1,0 +1,223 @@
+"""The RabbitMQ side of every service: one robust connection, topology
+declared at start, protobuf envelopes in and out, and a consumer loop that
+sends poison messages to the dead-letter queue with the reason.
+
+Two publishing channels: durable events (reports, decisions, bans) go on a
+channel with publisher confirms and are persistent; ephemeral traffic (relay,
+match requests, chat copies) goes on a channel without confirms, which is
+several times faster.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from google.protobuf.message import Message
+
+from parley.v1 import events_pb2
+from services.runtime import envelope as env
+from services.runtime.metrics import Metrics
+from services.runtime.topology import EVENTS_EXCHANGE, RELAY_EXCHANGE, QueueKind, QueueSpec
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[events_pb2.Envelope], Awaitable[None]]
+
+_CONNECTION_ERRORS = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
+                      ConnectionError, asyncio.TimeoutError, RuntimeError)
+
+
+class BusUnavailable(RuntimeError):
+    """The broker could not be reached within the deadline."""
+
+
+class Bus:
+    def __init__(self, url: str, service: str, instance_id: str) -> None:
+        self.url = url
+        self.producer = f"{service}/{instance_id}"
+        self._connection: AbstractRobustConnection | None = None
+        self._confirmed: AbstractRobustChannel | None = None
+        self._fast: AbstractRobustChannel | None = None
+        self._consumer_channels: list[AbstractRobustChannel] = []
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._closing = False
+        metrics = Metrics(service)
+        self._published = metrics.counter("events_published_total", "Events published", ["event"])
+        self._consumed = metrics.counter(
+            "events_consumed_total", "Events taken from queues, by outcome", ["event", "outcome"])
+        self._dead_lettered = metrics.counter(
+            "events_dead_lettered_total", "Messages sent to a dead-letter queue", ["queue"])
+        self._publish_failures = metrics.counter(
+            "bus_publish_failures_total", "Publishes that failed after retrying")
+        self._connected = metrics.gauge("bus_connected", "1 while the broker connection is up")
+
+    # ------------------------------------------------------------ connection
+
+    async def connect(self, timeout: float = 30.0) -> None:
+        """Connect, retrying until `timeout`; later outages are recovered by
+        aio-pika's robust connection, which re-declares and re-consumes."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self.url, client_properties={"connection_name": self.producer}, timeout=5)
+                break
+            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BusUnavailable(f"cannot reach RabbitMQ at {_safe_url(self.url)}: {exc}") from exc
+                log.warning("waiting for RabbitMQ", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._connection.close_callbacks.add(self._on_close)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connected.set(1)
+        self._confirmed = await self._connection.channel(publisher_confirms=True)
+        self._fast = await self._connection.channel(publisher_confirms=False)
+        self._exchanges[EVENTS_EXCHANGE] = await self._confirmed.declare_exchange(
+            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._exchanges[RELAY_EXCHANGE] = await self._confirmed.declare_exchange(
+            RELAY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        self._fast_exchanges = {
+            EVENTS_EXCHANGE: await self._fast.get_exchange(EVENTS_EXCHANGE, ensure=False),
+            RELAY_EXCHANGE: await self._fast.get_exchange(RELAY_EXCHANGE, ensure=False),
+        }
+
+    def _on_close(self, *_args) -> None:
+        self._connected.set(0)
+        if self._closing:
+            return
+        log.warning("RabbitMQ connection lost; reconnecting")
+
+    def _on_reconnect(self, *_args) -> None:
+        self._connected.set(1)
+        log.info("RabbitMQ connection restored")
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._closing = True
+            await self._connection.close()
+            self._connected.set(0)
+
+    # ------------------------------------------------------------ topology
+
+    async def declare(self, spec: QueueSpec, channel: AbstractRobustChannel | None = None):
+        """Declare a queue, its dead-letter queue and its bindings (idempotent)."""
+        channel = channel or self._confirmed
+        durable = spec.kind is not QueueKind.TRANSIENT
+        await channel.declare_queue(spec.dlq, durable=True, arguments=spec.dlq_arguments())
+        queue = await channel.declare_queue(spec.name, durable=durable, arguments=spec.arguments())
+        for exchange_name, routing_key in spec.bindings:
+            exchange = await channel.get_exchange(exchange_name, ensure=False)
+            await queue.bind(exchange, routing_key)
+        return queue
+
+    # ------------------------------------------------------------ publishing
+
+    async def publish(self, event: Message, *, timeout: float = 10.0) -> events_pb2.Envelope:
+        """Publish a domain event on the events exchange. Durable kinds are
+        persistent and wait for the broker's confirm; retried while the
+        connection recovers, until `timeout`."""
+        envelope = env.wrap(event, self.producer)
+        kind = env.kind_of(envelope)
+        if not kind.routing_key:
+            raise ValueError(f"{kind.field} goes on the relay exchange: use send_relay")
+        await self._publish(envelope, EVENTS_EXCHANGE, kind.routing_key, kind.durable, timeout)
+        return envelope
+
+    async def send_relay(self, gateway_id: str, event: Message, *, timeout: float = 5.0) -> None:
+        """Send an event to one gateway replica's queue (ephemeral)."""
+        envelope = env.wrap(event, self.producer)
+        await self._publish(envelope, RELAY_EXCHANGE, gateway_id, False, timeout)
+
+    async def _publish(self, envelope, exchange_name, routing_key, durable, timeout) -> None:
+        message = aio_pika.Message(
+            envelope.SerializeToString(),
+            content_type=env.CONTENT_TYPE,
+            type=env.type_name(envelope),
+            message_id=envelope.event_id,
+            app_id=self.producer,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if durable else aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        exchanges = self._exchanges if durable else self._fast_exchanges
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await exchanges[exchange_name].publish(message, routing_key, timeout=timeout)
+                self._published.labels(env.kind_of(envelope).field).inc()
+                return
+            except _CONNECTION_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    self._publish_failures.inc()
+                    raise BusUnavailable(f"publish to {exchange_name}/{routing_key} failed: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------ consuming
+
+    async def consume(self, spec: QueueSpec, handler: Handler, *, prefetch: int = 100) -> None:
+        """Declare `spec` and hand every message to `handler`.
+
+        Acked after the handler returns. A message that cannot be parsed, or
+        whose handler raises PoisonMessage, or that fails on redelivery, is
+        copied to the dead-letter queue with the reason and acked.
+        """
+        channel = await self._connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=prefetch)
+        self._consumer_channels.append(channel)
+        queue = await self.declare(spec, channel)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            field = "unknown"
+            try:
+                envelope = env.decode(message.body, message.content_type, message.type)
+                field = env.kind_of(envelope).field
+                await handler(envelope)
+            except env.PoisonMessage as exc:
+                await self._dead_letter(spec, message, str(exc), field)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if message.redelivered:
+                    log.exception("handler failed twice; dead-lettering", extra={"queue": spec.name})
+                    await self._dead_letter(spec, message, f"handler failed: {exc!r}", field)
+                else:
+                    log.exception("handler failed; requeueing once", extra={"queue": spec.name})
+                    self._consumed.labels(field, "requeued").inc()
+                    await message.nack(requeue=True)
+                return
+            self._consumed.labels(field, "ok").inc()
+            await message.ack()
+
+        await queue.consume(on_message)
+
+    async def _dead_letter(self, spec: QueueSpec, message: AbstractIncomingMessage,
+                           reason: str, field: str) -> None:
+        log.warning("dead-lettering message", extra={"queue": spec.name, "reason": reason})
+        headers = dict(message.headers or {})
+        headers.update({"x-parley-reason": reason[:1000], "x-parley-queue": spec.name,
+                        "x-parley-routing-key": message.routing_key or ""})
+        copy = aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
+                                type=message.type, message_id=message.message_id,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await self._confirmed.default_exchange.publish(copy, spec.dlq)
+        self._dead_lettered.labels(spec.metric_label).inc()
+        self._consumed.labels(field, "dead_lettered").inc()
+        await message.ack()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.split('@', 1)[1]}"

@@ -1,0 +1,111 @@
+"""The RabbitMQ topology, declared idempotently by each service at start.
+
+- `parley.events`: topic exchange for domain events, key "<service>.<event>".
+- `parley.relay`: direct exchange; each gateway replica's queue is bound by its
+  instance id, so a message for a peer on another replica goes straight there.
+- Each consumer queue `<consumer>.<what>` has a dead-letter queue
+  `<queue>.dlq`; the queue's own dead-lettering (delivery limit, overflow)
+  lands there too.
+- Enforcement-critical queues are durable quorum queues.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+EVENTS_EXCHANGE = "parley.events"
+RELAY_EXCHANGE = "parley.relay"
+
+# A quorum queue hands a message to the dead-letter queue after this many
+# failed deliveries: a message that crashes its consumer cannot loop forever.
+DELIVERY_LIMIT = 5
+
+
+class QueueKind(Enum):
+    QUORUM = "quorum"        # replicated, durable: enforcement events
+    DURABLE = "durable"      # classic, survives a broker restart
+    TRANSIENT = "transient"  # classic, goes away when unused (per-replica queues)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    kind: QueueKind
+    bindings: tuple[tuple[str, str], ...]  # (exchange, routing key)
+    dead_letter_queue: str = ""            # default: "<name>.dlq"
+    single_active_consumer: bool = False   # one consumer at a time; others stand by
+    expires_ms: int | None = None          # delete the queue after this long unused
+    max_length: int | None = None          # drop the oldest past this many
+    extra_arguments: dict = field(default_factory=dict)
+    label: str = ""                        # metric label; default: the name
+
+    @property
+    def metric_label(self) -> str:
+        return self.label or self.name
+
+    @property
+    def dlq(self) -> str:
+        return self.dead_letter_queue or f"{self.name}.dlq"
+
+    def arguments(self) -> dict:
+        args: dict = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dlq,
+        }
+        if self.kind is QueueKind.QUORUM:
+            args["x-queue-type"] = "quorum"
+            args["x-delivery-limit"] = DELIVERY_LIMIT
+        if self.single_active_consumer:
+            args["x-single-active-consumer"] = True
+        if self.expires_ms is not None:
+            args["x-expires"] = self.expires_ms
+        if self.max_length is not None:
+            args["x-max-length"] = self.max_length
+        args.update(self.extra_arguments)
+        return args
+
+    def dlq_arguments(self) -> dict:
+        return {"x-queue-type": "quorum"} if self.kind is QueueKind.QUORUM else {}
+
+
+def matcher_requests() -> QueueSpec:
+    return QueueSpec(
+        name="matcher.requests",
+        kind=QueueKind.DURABLE,
+        bindings=((EVENTS_EXCHANGE, "gateway.match_requested"),
+                  (EVENTS_EXCHANGE, "gateway.match_cancelled")),
+        single_active_consumer=True,
+    )
+
+
+def gateway_relay(instance_id: str) -> QueueSpec:
+    """One per gateway replica: peer traffic for its sessions, match results,
+    and every ban and lift (a ban must reach every gateway)."""
+    return QueueSpec(
+        name=f"gateway.relay.{instance_id}",
+        kind=QueueKind.TRANSIENT,
+        bindings=((RELAY_EXCHANGE, instance_id),
+                  (EVENTS_EXCHANGE, "ban.issued"),
+                  (EVENTS_EXCHANGE, "ban.lifted")),
+        dead_letter_queue="gateway.relay.dlq",
+        label="gateway.relay",
+        # A replica that dies leaves no queue behind.
+        expires_ms=60_000,
+    )
+
+
+def moderation_reports() -> QueueSpec:
+    return QueueSpec(name="moderation.reports", kind=QueueKind.QUORUM,
+                     bindings=((EVENTS_EXCHANGE, "gateway.report_filed"),))
+
+
+def moderation_messages() -> QueueSpec:
+    # Chat text is ephemeral: bounded, and the oldest goes first under load.
+    return QueueSpec(name="moderation.messages", kind=QueueKind.DURABLE,
+                     bindings=((EVENTS_EXCHANGE, "gateway.message_sent"),),
+                     max_length=100_000)
+
+
+def ban_decisions() -> QueueSpec:
+    return QueueSpec(name="ban.decisions", kind=QueueKind.QUORUM,
+                     bindings=((EVENTS_EXCHANGE, "moderation.decision_made"),))

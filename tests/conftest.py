@@ -1,0 +1,162 @@
+"""Fixtures shared by the whole suite.
+
+Integration tests run against the real RabbitMQ, in a virtual host made for
+this run (so two runs on one broker never see each other's queues), the real
+PostgreSQL in a database made for this run, and the real services started as
+separate processes on free ports."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER = os.environ.get("PARLEY_TEST_BROKER", "127.0.0.1:5672")
+PG_ADMIN_URL = os.environ.get("PARLEY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    result = subprocess.run([ctl, *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    """A RabbitMQ virtual host of this test run's own, deleted at the end."""
+    vhost = f"parley-test-{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@{BROKER}/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL database of this test run's own, dropped at the end."""
+    import asyncpg
+
+    name = f"parley_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class ServiceProcess:
+    """One Parley service as its own process, as `make run` starts it."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_path
+        prefix = f"PARLEY_{name.upper()}_"
+        self.grpc_port = int(env[prefix + "GRPC_PORT"])
+        self.metrics_port = int(env[prefix + "METRICS_PORT"])
+        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> "ServiceProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"],
+                                        env=self.env, cwd=ROOT, stdout=log, stderr=log)
+        self.wait_serving(timeout)
+        return self
+
+    def wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                with grpc.insecure_channel(self.grpc_addr) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not serving after {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture
+def service_env(amqp_url, tmp_path):
+    """Environment for a service process: this run's vhost, free ports, a
+    short drain, stores under the test's own folder."""
+
+    def make(name: str, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+        prefix = f"PARLEY_{name.upper()}_"
+        env.update({
+            "PARLEY_AMQP_URL": amqp_url,
+            "PARLEY_DRAIN_SECONDS": "0.2",
+            "PARLEY_LOG_LEVEL": "INFO",
+            "PARLEY_IP_PEPPER": "test-pepper",
+            "PARLEY_DEVICE_TOKEN_SECRET": "test-device-secret",
+            prefix + "GRPC_PORT": str(free_port()),
+            prefix + "METRICS_PORT": str(free_port()),
+            prefix + "GRPC_HOST": "127.0.0.1",
+        })
+        if name in ("ban", "moderation"):
+            env[prefix + "DATABASE_URL"] = f"sqlite:///{tmp_path}/{name}-{uuid.uuid4().hex[:6]}.db"
+        if name == "gateway":
+            env[prefix + "HTTP_PORT"] = str(free_port())
+        env.update(overrides)
+        return env
+
+    return make
+
+
+@pytest.fixture
+def start_service(service_env, tmp_path):
+    """Start services as processes; all are stopped (SIGTERM) at the end."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, **overrides: str) -> ServiceProcess:
+        env = service_env(name, **overrides)
+        process = ServiceProcess(name, env, tmp_path / f"{name}-{len(started)}.log")
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in reversed(started):
+        process.stop()
