@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -160,3 +161,80 @@ def start_service(service_env, tmp_path):
     yield start
     for process in reversed(started):
         process.stop()
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of the broker, so a test can make the
+    broker "go away" for the services behind it and come back, without
+    touching the real broker that other tests use. It runs its own event loop
+    in a thread, so it keeps piping while the test blocks."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    def start(self) -> None:
+        self._call(self._start())
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones."""
+        self._call(self._cut())
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.start()
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@pytest.fixture
+def broker_proxy(amqp_url):
+    host, port = BROKER.split(":")
+    proxy = TcpProxy(host, int(port))
+    proxy.start()
+    vhost = amqp_url.rsplit("/", 1)[1]
+    proxy.url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+    yield proxy
+    proxy.close()

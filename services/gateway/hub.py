@@ -39,13 +39,14 @@ class LiveSession:
 
 class SessionHub:
     def __init__(self, gateway_id: str, bus: Bus, bans: BanGate, tokens: DeviceTokens,
-                 hasher: AddressHasher, proposal_timeout: float) -> None:
+                 hasher: AddressHasher, proposal_timeout: float, publish_timeout: float = 3.0) -> None:
         self.gateway_id = gateway_id
         self.bus = bus
         self.bans = bans
         self.tokens = tokens
         self.hasher = hasher
         self.proposal_timeout = proposal_timeout
+        self.publish_timeout = publish_timeout
         self.sessions: dict[str, LiveSession] = {}
         metrics = Metrics("gateway")
         self.m_sessions = metrics.gauge("sessions", "Live sessions, by phase and transport",
@@ -181,7 +182,7 @@ class SessionHub:
                 live.send(effect.frame)
             elif isinstance(effect, Publish):
                 try:
-                    await self.bus.publish(effect.event)
+                    await self.bus.publish(effect.event, timeout=self.publish_timeout)
                 except BusUnavailable:
                     log.error("publish failed", extra={"event": effect.event.DESCRIPTOR.name})
                     live.send(error(gateway_pb2.Error.CODE_UNAVAILABLE,
@@ -197,7 +198,7 @@ class SessionHub:
 
     async def _send_relay(self, gateway_id: str, frame: events_pb2.RelayFrame) -> None:
         try:
-            await self.bus.send_relay(gateway_id, frame)
+            await self.bus.send_relay(gateway_id, frame, timeout=self.publish_timeout)
         except BusUnavailable:
             log.error("relay failed", extra={"to_gateway": gateway_id})
 

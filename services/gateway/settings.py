@@ -27,6 +27,9 @@ class GatewaySettings(CommonSettings):
                                        help="secret key that signs device tokens")
     hello_timeout_seconds: float = setting(10.0, minimum=0.1, maximum=120,
                                            help="a new session must say hello within this")
+    publish_timeout_seconds: float = setting(
+        3.0, minimum=0.1, maximum=60,
+        help="how long a client's request waits for the broker before it gets an error")
     proposal_timeout_seconds: float = setting(
         5.0, minimum=0.1, maximum=60,
         help="a proposed match the other gateway does not answer is given up after this")

@@ -72,8 +72,7 @@ async def test_common_interests_and_fallback(stack):
 
 
 async def test_next_brings_another_stranger(stack):
-    a, b, c = (await connect(stack["gateway"]) for _ in range(3)) if False else (
-        await connect(stack["gateway"]), await connect(stack["gateway"]), await connect(stack["gateway"]))
+    a, b, c = [await connect(stack["gateway"]) for _ in range(3)]
     await pair(a, b)
     await c.join()
     await c.expect("waiting")
