@@ -65,15 +65,19 @@ class GatewayService:
             except Exception:
                 log.exception("tick failed")
 
+    async def drain(self) -> None:
+        """End every session, telling each stranger their partner is gone,
+        before the gRPC server closes the streams."""
+        self._serving = False
+        for live in list(self.hub.sessions.values()):
+            await self.hub.close(live)
+
     async def stop(self) -> None:
         self._serving = False
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        # Tell every stranger their partner is gone before the streams close.
-        for live in list(self.hub.sessions.values()):
-            await self.hub.close(live)
         await self.http.stop()
         await self.bans.close()
         await self.bus.close()

@@ -123,11 +123,13 @@ class Bus:
 
     # ------------------------------------------------------------ publishing
 
-    async def publish(self, event: Message, *, timeout: float = 10.0) -> events_pb2.Envelope:
+    async def publish(self, event: Message, *, timeout: float = 10.0,
+                      event_id: str | None = None) -> events_pb2.Envelope:
         """Publish a domain event on the events exchange. Durable kinds are
         persistent and wait for the broker's confirm; retried while the
-        connection recovers, until `timeout`."""
-        envelope = env.wrap(event, self.producer)
+        connection recovers, until `timeout`. Pass `event_id` to republish
+        an event under its original id."""
+        envelope = env.wrap(event, self.producer, event_id)
         kind = env.kind_of(envelope)
         if not kind.routing_key:
             raise ValueError(f"{kind.field} goes on the relay exchange: use send_relay")
@@ -163,12 +165,15 @@ class Bus:
 
     # ------------------------------------------------------------ consuming
 
-    async def consume(self, spec: QueueSpec, handler: Handler, *, prefetch: int = 100) -> None:
+    async def consume(self, spec: QueueSpec, handler: Handler, *, prefetch: int = 100,
+                      is_transient: Callable[[BaseException], bool] | None = None) -> None:
         """Declare `spec` and hand every message to `handler`.
 
         Acked after the handler returns. A message that cannot be parsed, or
         whose handler raises PoisonMessage, or that fails on redelivery, is
-        copied to the dead-letter queue with the reason and acked.
+        copied to the dead-letter queue with the reason and acked. A handler
+        failure that `is_transient` accepts (a database outage) is retried with backoff for as long as it takes: the message stays
+        unacked in its queue, never dead-lettered for an outage.
         """
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=prefetch)
@@ -180,7 +185,7 @@ class Bus:
             try:
                 envelope = env.decode(message.body, message.content_type, message.type)
                 field = env.kind_of(envelope).field
-                await handler(envelope)
+                await self._handle_with_retry(handler, envelope, is_transient, spec)
             except env.PoisonMessage as exc:
                 await self._dead_letter(spec, message, str(exc), field)
                 return
@@ -199,6 +204,21 @@ class Bus:
             await message.ack()
 
         await queue.consume(on_message)
+
+    async def _handle_with_retry(self, handler: Handler, envelope, is_transient, spec: QueueSpec) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await handler(envelope)
+                return
+            except Exception as exc:
+                if is_transient is None or not is_transient(exc):
+                    raise
+                self._consumed.labels(env.kind_of(envelope).field, "retried").inc()
+                log.warning("transient failure; retrying", extra={
+                    "queue": spec.name, "error": repr(exc), "retry_in_seconds": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _dead_letter(self, spec: QueueSpec, message: AbstractIncomingMessage,
                            reason: str, field: str) -> None:

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy import event, text
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, NotSupportedError, ProgrammingError
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -82,3 +83,17 @@ def run_migrations_online(context: EnvironmentContext, target_metadata) -> None:
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
+
+
+# Errors in what we sent, which no retry fixes.
+_OUR_FAULT = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Could the same statement succeed once the database is back? Connection
+    loss, a locked SQLite file, a database restarting or unreachable (asyncpg's
+    connect failures arrive as a bare DBAPIError); not a constraint violation
+    or a bad statement."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and not isinstance(exc, _OUR_FAULT)

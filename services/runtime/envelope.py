@@ -46,11 +46,13 @@ class PoisonMessage(ValueError):
     exception's text as the reason."""
 
 
-def wrap(event: Message, producer: str) -> events_pb2.Envelope:
+def wrap(event: Message, producer: str, event_id: str | None = None) -> events_pb2.Envelope:
+    """Put `event` in an envelope. A republished event (an outbox retry)
+    passes its original `event_id`, so consumers see the repeat as one."""
     field = _FIELD_BY_TYPE.get(event.DESCRIPTOR.full_name)
     if field is None:
         raise TypeError(f"{event.DESCRIPTOR.full_name} is not an event")
-    envelope = events_pb2.Envelope(event_id=uuid.uuid4().hex, producer=producer)
+    envelope = events_pb2.Envelope(event_id=event_id or uuid.uuid4().hex, producer=producer)
     envelope.occurred_at.FromNanoseconds(time.time_ns())
     getattr(envelope, field).CopyFrom(event)
     return envelope

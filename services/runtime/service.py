@@ -36,7 +36,11 @@ class Service(Protocol):
         """Connect to the broker and stores, start consumers. Raise to abort."""
 
     async def stop(self) -> None:
-        """Finish in-flight work and close connections (after the drain)."""
+        """Close connections, once the gRPC server has stopped."""
+
+    # Optional: `async def drain(self)`, called after the drain wait and before
+    # the gRPC server stops, for work that must end first (the gateway closes
+    # its long-lived session streams, telling each stranger).
 
 
 async def serve(settings: CommonSettings, service: Service, *, ready: Callable[[dict], None] | None = None,
@@ -70,8 +74,13 @@ async def serve(settings: CommonSettings, service: Service, *, ready: Callable[[
     log.info("stopping: NOT_SERVING, draining", extra={"drain_seconds": settings.drain_seconds})
     await health.enter_graceful_shutdown()
     await asyncio.sleep(settings.drain_seconds)
-    await service.stop()
+    drain = getattr(service, "drain", None)
+    if drain is not None:
+        await drain()
+    # In-flight calls finish within the grace, while the service's broker and
+    # store connections are still open for them.
     await server.stop(grace=settings.drain_seconds)
+    await service.stop()
     log.info("stopped")
 
 
