@@ -15,13 +15,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.health import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("PARLEY_TEST_BROKER", "127.0.0.1:5672")
@@ -97,20 +96,8 @@ class ServiceProcess:
         return self
 
     def wait_serving(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                with grpc.insecure_channel(self.grpc_addr) as channel:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not serving after {timeout} s:\n{self.logs()}")
+        wait_until_serving(self.grpc_addr, timeout, name=self.name, poll=self.process.poll,
+                           details=lambda: f"log:\n{self.logs()}")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]

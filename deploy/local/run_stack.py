@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services.runtime.health import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("PARLEY_DATA_DIR", ROOT / "data"))
@@ -27,20 +26,10 @@ def port(service: str, kind: str, default: int) -> int:
 
 
 def wait_serving(name: str, process: subprocess.Popen, grpc_port: int, log: Path, timeout=60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode}; last lines of {log}:\n"
-                               + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} did not become healthy within {timeout:.0f} s; see {log}")
+    def log_tail() -> str:
+        return f"last lines of {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+
+    wait_until_serving(f"127.0.0.1:{grpc_port}", timeout, name=name, poll=process.poll, details=log_tail)
 
 
 def stop_all(processes: list[tuple[str, subprocess.Popen]]) -> None:

@@ -14,21 +14,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 
-import grpc
-
 from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2
 from services.ban.wire import category_name, scope_name
+from services.runtime.cli import format_table, format_time, parse_duration, run_cli
 
 DEFAULT_ADDR = "127.0.0.1:50054"
 RPC_TIMEOUT_S = 10.0
-
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
 
 CATEGORIES = {category_name(value): value for value in common_pb2.Category.values()
               if value != common_pb2.CATEGORY_UNSPECIFIED}
@@ -37,20 +32,6 @@ MODES = {"any": common_pb2.MODE_UNSPECIFIED, "text": common_pb2.MODE_TEXT, "vide
 
 
 # ------------------------------------------------------------ parsing
-
-def parse_duration(text: str) -> int:
-    """"0" or "permanent" -> 0; "90s", "30m", "1h", "7d", "2w" -> seconds.
-    A bare number other than 0 is refused: "24" could mean hours or seconds."""
-    text = text.strip().lower()
-    if text in ("0", "permanent"):
-        return 0
-    match = _DURATION.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(
-            f"bad duration {text!r}: use a number with a unit s, m, h, d or w (e.g. 24h, 7d), "
-            "or 0 for permanent")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
 
 def _subject_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
@@ -97,12 +78,6 @@ def _operator(name: str | None) -> str:
 
 # ------------------------------------------------------------ output
 
-def format_time(unix_ms: int, *, zero: str = "-") -> str:
-    if not unix_ms:
-        return zero
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(unix_ms / 1000))
-
-
 def status_of(ban: ban_pb2.BanRecord, now_ms: int) -> str:
     if ban.lifted_at_unix_ms:
         return "lifted"
@@ -114,16 +89,6 @@ def status_of(ban: ban_pb2.BanRecord, now_ms: int) -> str:
 def subject_text(subject: ban_pb2.Subject) -> str:
     kind = subject.WhichOneof("kind")
     return f"{kind}:{getattr(subject, kind)}" if kind else "-"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; the last column is not padded."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = []
-    for row in (headers, *rows):
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 def ban_rows(bans: Sequence[ban_pb2.BanRecord], now_ms: int) -> str:
@@ -198,13 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list" and not 1 <= args.limit <= 1000:
         print("parley-banctl: --limit must be between 1 and 1000", file=sys.stderr)
         return 2
-    try:
-        with grpc.insecure_channel(args.addr) as channel:
-            print(run(args, ban_pb2_grpc.BanStub(channel)))
-    except grpc.RpcError as exc:
-        print(f"parley-banctl: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("parley-banctl", args, ban_pb2_grpc.BanStub, run)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ class BanSettings(CommonSettings):
              "answering anyway (the ban stands either way)")
     store_retry_seconds: float = setting(
         30.0, minimum=0, maximum=600,
-        help="how long a moderation decision waits out a database outage before its message "
-             "is given back to the broker")
+        help="how long a moderation decision retries a database outage in the handler; "
+             "past it the bus keeps the message unacked and retries it")
 
     def __post_init__(self) -> None:
         # Fail at start with the variable's name, not at the first query.

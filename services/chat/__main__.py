@@ -31,11 +31,6 @@ CATEGORIES = {
 }
 
 
-def default_token_file() -> Path:
-    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    return base / "parley" / "device_token"
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parley-chat", description="Chat with a stranger on Parley.",
                                      epilog=__doc__.split("\n", 2)[2],
@@ -48,8 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--age-band", choices=["adult", "minor"], default="adult",
                         help="adult (18+) or minor (13-17); minors only meet minors")
     parser.add_argument("--lang", default="en", help="language code (default en)")
-    parser.add_argument("--token-file", type=Path, default=default_token_file(),
-                        help="where this device's token is kept (default %(default)s)")
+    # Without a file every run is a new device: two terminals on one machine
+    # can then meet each other (the matcher never pairs a device with itself).
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="keep this device's token in FILE across runs (default: a new device each run)")
     return parser.parse_args(argv)
 
 
@@ -110,6 +107,8 @@ class Terminal:
         if not line.startswith("/"):
             if line.strip():
                 await self.client.say(line)
+                if sys.stdin.isatty():
+                    print("\033[1A\033[2K", end="")  # replace the echoed line with "You: ..."
                 show(f"You: {line}")
             return True
         command, _, rest = line[1:].partition(" ")
@@ -148,7 +147,8 @@ async def open_stdin() -> asyncio.StreamReader:
 
 
 async def run(args: argparse.Namespace) -> int:
-    token = args.token_file.read_text().strip() if args.token_file.exists() else ""
+    token_file = args.token_file
+    token = token_file.read_text().strip() if token_file and token_file.exists() else ""
     try:
         client = await ChatClient.connect(args.addr, token)
     except SessionClosed as exc:
@@ -157,9 +157,9 @@ async def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a person reads this, not a program
         show(f"! Cannot reach the gateway at {args.addr}: {exc}")
         return 1
-    if client.device_token != token:
-        args.token_file.parent.mkdir(parents=True, exist_ok=True)
-        args.token_file.write_text(client.device_token)
+    if token_file and client.device_token != token:
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(client.device_token)
     terminal = Terminal(client, args)
     show("* Connected to Parley. Type /help for commands.")
     await terminal.join()

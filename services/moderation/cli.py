@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-import time
-
-import grpc
 
 from parley.v1 import common_pb2, moderation_pb2, moderation_pb2_grpc
 from services.moderation.enums import enum_name
+from services.runtime.cli import format_table, format_time, parse_duration, run_cli
 
 DEFAULT_ADDR = "127.0.0.1:50053"
 
@@ -28,23 +25,6 @@ ACTIONS = {"dismiss": moderation_pb2.ACTION_DISMISS, "warn": moderation_pb2.ACTI
 # "harassment", "child_safety", ...: the enum names without their prefix.
 CATEGORIES = {name.removeprefix("CATEGORY_").lower(): number
               for name, number in common_pb2.Category.items() if number != common_pb2.CATEGORY_UNSPECIFIED}
-
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
-
-
-def parse_duration(text: str) -> int:
-    """'90s', '30m', '24h', '7d', '2w', a plain number of seconds, or
-    'permanent' (0, as the API spells a permanent ban)."""
-    text = text.strip().lower()
-    if text == "permanent":
-        return 0
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"bad duration {text!r}: use e.g. 90s, 30m, 24h, 7d, 2w, or permanent")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-
 
 def _category(text: str) -> int:
     key = text.strip().lower().replace("-", "_")
@@ -76,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("item_id")
     decide.add_argument("--action", required=True, choices=sorted(ACTIONS))
     decide.add_argument("--duration", type=parse_duration,
-                        help="ban length: 90s, 30m, 24h, 7d, 2w or permanent (required with --action ban)")
+                        help="ban length: 90s, 30m, 24h, 7d, 2w, or 0 or permanent (required with --action ban)")
     decide.add_argument("--category", type=_category, default=common_pb2.CATEGORY_UNSPECIFIED,
                         help=f"override the report's category: {', '.join(CATEGORIES)}")
     decide.add_argument("--moderator", required=True, help="your name, for the audit log")
@@ -92,12 +72,6 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _when(unix_ms: int) -> str:
-    if not unix_ms:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(unix_ms / 1000)) + "Z"
-
-
 def _status(status: int) -> str:
     return enum_name(moderation_pb2.ReviewStatus, status).removeprefix("REVIEW_STATUS_").lower()
 
@@ -109,14 +83,14 @@ def _category_name(category: int) -> str:
 def format_list(items) -> str:
     if not items:
         return "no review items"
-    lines = [f"{'ITEM':<32}  {'STATUS':<7}  {'PRIO':>4}  {'CATEGORY':<20}  {'CREATED':<20}  {'EVID':>4}  COMMENT"]
+    rows = []
     for item in items:
         comment = _printable(item.comment)
         comment = comment if len(comment) <= 40 else comment[:39] + "…"
-        lines.append(f"{item.item_id:<32}  {_status(item.status):<7}  {item.priority:>4}  "
-                     f"{_category_name(item.category):<20}  {_when(item.created_at_unix_ms):<20}  "
-                     f"{len(item.evidence) + len(item.snapshot_hashes):>4}  {comment}")
-    return "\n".join(lines)
+        rows.append((item.item_id, _status(item.status), item.priority, _category_name(item.category),
+                     format_time(item.created_at_unix_ms), len(item.evidence) + len(item.snapshot_hashes),
+                     comment))
+    return format_table(("ITEM", "STATUS", "PRIO", "CATEGORY", "CREATED", "EVID", "COMMENT"), rows, right=(2, 5))
 
 
 def _identity(identity: common_pb2.Identity) -> str:
@@ -131,7 +105,7 @@ def format_item(item: moderation_pb2.ReviewItem) -> str:
         f"status     {_status(item.status)}" + (f" (decision {item.decision_id})" if item.decision_id else ""),
         f"category   {_category_name(item.category)}",
         f"priority   {item.priority}",
-        f"created    {_when(item.created_at_unix_ms)}",
+        f"created    {format_time(item.created_at_unix_ms)}",
         f"match      {_printable(item.match_id) or '-'}",
         f"reported   {_identity(item.reported)}",
         f"reporter   {_identity(item.reporter)}",
@@ -141,7 +115,7 @@ def format_item(item: moderation_pb2.ReviewItem) -> str:
     ]
     for line in item.evidence:
         speaker = "reporter" if line.from_reporter else "reported"
-        lines.append(f"  {_when(line.sent_at_unix_ms)}  {speaker}: {_printable(line.text)}")
+        lines.append(f"  {format_time(line.sent_at_unix_ms)}  {speaker}: {_printable(line.text)}")
     if item.snapshot_hashes:
         lines.append("")
         lines.append(f"snapshot hashes ({len(item.snapshot_hashes)}):")
@@ -171,13 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "decide" and args.action == "ban" and args.duration is None:
         # The API reads a missing duration as permanent; make that a choice.
         parser.error("--action ban needs --duration (e.g. 24h, 7d, or permanent)")
-    try:
-        with grpc.insecure_channel(args.addr) as channel:
-            print(run(args, moderation_pb2_grpc.ModerationStub(channel)))
-    except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("parley-modctl", args, moderation_pb2_grpc.ModerationStub, run)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ from services.moderation import cli
 
 
 @pytest.mark.parametrize("text, seconds", [
-    ("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("2w", 1209600),
+    ("0", 0), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("2w", 1209600),
     ("permanent", 0), (" 24H ", 86400),
 ])
 def test_durations(text, seconds):
     assert cli.parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "-1h", "1.5h", "1y", "h", "forever"])
+@pytest.mark.parametrize("text", ["", "90", "-1h", "1.5h", "1y", "h", "forever"])
 def test_bad_durations(text):
     with pytest.raises(argparse.ArgumentTypeError):
         cli.parse_duration(text)
