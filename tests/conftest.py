@@ -40,9 +40,10 @@ def _rabbitmqctl(*args: str) -> None:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def amqp_url():
-    """A RabbitMQ virtual host of this test run's own, deleted at the end."""
+    """A RabbitMQ virtual host of this test module's own, deleted at its end:
+    runs, and test files within a run, never see each other's queues."""
     vhost = f"parley-test-{uuid.uuid4().hex[:10]}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
