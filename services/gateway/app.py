@@ -36,7 +36,9 @@ class GatewayService:
             tokens=DeviceTokens(settings.device_token_secret or DEV_DEVICE_TOKEN_SECRET),
             hasher=AddressHasher(settings.ip_pepper or DEV_IP_PEPPER),
             proposal_timeout=settings.proposal_timeout_seconds,
-            publish_timeout=settings.publish_timeout_seconds)
+            publish_timeout=settings.publish_timeout_seconds,
+            matcher_partitions=settings.matcher_partitions,
+            renew_interval=settings.ticket_renew_seconds)
         self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
         self._serving = False
         self.http = HttpServer(build_http_app(lambda: self._serving), settings.http_host, settings.http_port)

@@ -16,6 +16,7 @@ from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachin
 from services.runtime.bus import Bus, BusUnavailable
 from services.runtime.logs import session_context
 from services.runtime.metrics import Metrics
+from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS, match_routing_key, matcher_partition
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class LiveSession:
 
 class SessionHub:
     def __init__(self, gateway_id: str, bus: Bus, bans: BanGate, tokens: DeviceTokens,
-                 hasher: AddressHasher, proposal_timeout: float, publish_timeout: float = 3.0) -> None:
+                 hasher: AddressHasher, proposal_timeout: float, publish_timeout: float = 3.0,
+                 matcher_partitions: int = DEFAULT_MATCHER_PARTITIONS, renew_interval: float = 10.0) -> None:
         self.gateway_id = gateway_id
         self.bus = bus
         self.bans = bans
@@ -47,6 +49,8 @@ class SessionHub:
         self.hasher = hasher
         self.proposal_timeout = proposal_timeout
         self.publish_timeout = publish_timeout
+        self.matcher_partitions = matcher_partitions
+        self.renew_interval = renew_interval
         self.sessions: dict[str, LiveSession] = {}
         metrics = Metrics("gateway")
         self.m_sessions = metrics.gauge("sessions", "Live sessions, by phase and transport",
@@ -71,7 +75,7 @@ class SessionHub:
                 reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category))]
         ref = common_pb2.SessionRef(gateway_id=self.gateway_id, session_id=uuid.uuid4().hex)
         machine = SessionMachine(ref, identity, new_id=lambda: uuid.uuid4().hex, now=time.time,
-                                 proposal_timeout=self.proposal_timeout)
+                                 proposal_timeout=self.proposal_timeout, renew_interval=self.renew_interval)
         live = LiveSession(machine=machine, transport=transport)
         self.sessions[ref.session_id] = live
         self.m_opened.labels(transport).inc()
@@ -157,7 +161,7 @@ class SessionHub:
 
     async def tick(self) -> None:
         for live in list(self.sessions.values()):
-            if live.machine.phase is Phase.PROPOSED:
+            if live.machine.phase in (Phase.WAITING, Phase.PROPOSED):
                 await self._apply(live, lambda m: m.on_tick())
         self._update_gauge()
 
@@ -182,7 +186,8 @@ class SessionHub:
                 live.send(effect.frame)
             elif isinstance(effect, Publish):
                 try:
-                    await self.bus.publish(effect.event, timeout=self.publish_timeout)
+                    await self.bus.publish(effect.event, timeout=self.publish_timeout,
+                                           routing_key=self._routing_key(live, effect.event))
                 except BusUnavailable:
                     log.error("publish failed", extra={"event": effect.event.DESCRIPTOR.name})
                     live.send(error(gateway_pb2.Error.CODE_UNAVAILABLE,
@@ -195,6 +200,16 @@ class SessionHub:
                 self.sessions.pop(live.session_id, None)
                 live.outbox.put_nowait(CLOSED)
                 log.info("session ended by the gateway", extra={"reason": effect.reason})
+
+    def _routing_key(self, live: LiveSession, event) -> str | None:
+        """Match requests and cancels go to the matcher partition of the
+        session's pool; other events use their own key."""
+        name = event.DESCRIPTOR.name
+        if name not in ("MatchRequested", "MatchCancelled"):
+            return None
+        join = live.machine.join
+        partition = matcher_partition(join.mode, join.age_band, join.language, self.matcher_partitions)
+        return match_routing_key("match_requested" if name == "MatchRequested" else "match_cancelled", partition)
 
     async def _send_relay(self, gateway_id: str, frame: events_pb2.RelayFrame) -> None:
         try:

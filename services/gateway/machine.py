@@ -91,15 +91,18 @@ class Conversation:
 class SessionMachine:
     def __init__(self, ref: common_pb2.SessionRef, identity: common_pb2.Identity,
                  new_id: Callable[[], str], now: Callable[[], float],
-                 proposal_timeout: float = 5.0) -> None:
+                 proposal_timeout: float = 5.0, renew_interval: float = 10.0) -> None:
         self.ref = ref
         self.identity = identity
         self._new_id = new_id
         self._now = now
         self.proposal_timeout = proposal_timeout
+        self.renew_interval = renew_interval
         self.phase = Phase.IDLE
         self.join: gateway_pb2.Join | None = None
         self.ticket_id: str | None = None
+        self._request: events_pb2.MatchRequested | None = None  # the current ticket's request
+        self._sent_at = 0.0  # when it was last sent
         self.proposal: Proposal | None = None
         self.conversation: Conversation | None = None
         self.last_conversation: Conversation | None = None
@@ -228,6 +231,7 @@ class SessionMachine:
             interests=list(join.interests), interests_only=join.interests_only,
             avoid_device_tokens=sorted(self.avoid), at_head=at_head,
             requested_at_unix_ms=int(self._now() * 1000))
+        self._request, self._sent_at = request, self._now()
         effects: list[Effect] = [Publish(request)]
         if not at_head:
             effects.append(ToClient(gateway_pb2.ServerFrame(waiting=gateway_pb2.Waiting(
@@ -398,8 +402,13 @@ class SessionMachine:
         return effects
 
     def on_tick(self) -> list[Effect]:
-        """Give up a proposal the other gateway never answered."""
-        if self.phase is Phase.PROPOSED and self._now() - self.proposal.proposed_at > self.proposal_timeout:
+        """Renew a waiting ticket (the matcher drops tickets nobody renews, and
+        re-creates one it lost); give up a proposal never answered."""
+        now = self._now()
+        if self.phase is Phase.WAITING and now - self._sent_at >= self.renew_interval:
+            self._sent_at = now
+            return [Publish(self._request)]
+        if self.phase is Phase.PROPOSED and now - self.proposal.proposed_at > self.proposal_timeout:
             proposal = self.proposal
             return [self._refuse(proposal.match_id, proposal.peer, "timeout")] + self._enqueue(at_head=True)
         return []

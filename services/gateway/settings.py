@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.runtime.settings import CommonSettings, setting
+from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS
 
 # Used only when the variables are unset, so that `make run` works out of the
 # box; the gateway logs a warning when it falls back to them.
@@ -30,6 +31,12 @@ class GatewaySettings(CommonSettings):
     publish_timeout_seconds: float = setting(
         3.0, minimum=0.1, maximum=60,
         help="how long a client's request waits for the broker before it gets an error")
+    matcher_partitions: int = setting(
+        DEFAULT_MATCHER_PARTITIONS, shared=True, minimum=1, maximum=1024,
+        help="number of matcher partitions; gateways and matchers must agree")
+    ticket_renew_seconds: float = setting(
+        10.0, minimum=0.1, maximum=600,
+        help="how often a waiting session renews its ticket (keep well under the matcher's TTL)")
     proposal_timeout_seconds: float = setting(
         5.0, minimum=0.1, maximum=60,
         help="a proposed match the other gateway does not answer is given up after this")

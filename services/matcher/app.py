@@ -1,5 +1,6 @@
-"""The matcher process: match requests in from the broker, the pairing policy
-in memory, match results out to each side's gateway."""
+"""The matcher process, wired together: one worker per partition fed by the
+partition's queue, heartbeats that tell replicas who owns what, and match
+results out to each side's gateway."""
 from __future__ import annotations
 
 import asyncio
@@ -11,16 +12,17 @@ import uuid
 import grpc
 
 from parley.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
+from services.matcher.membership import Membership
+from services.matcher.metrics import MatcherMetrics
 from services.matcher.pairing import Pair, Pools, Ticket
+from services.matcher.partition import PartitionWorker
 from services.matcher.settings import MatcherSettings
 from services.runtime.bus import Bus
-from services.runtime.envelope import PoisonMessage
-from services.runtime.metrics import Metrics
-from services.runtime.topology import matcher_requests
+from services.runtime.topology import matcher_members, matcher_requests
 
 log = logging.getLogger(__name__)
 
-MAX_INTERESTS = 10
+RESUBSCRIBE_AFTER = 1.0  # a replica that hands a partition over queues up again behind the owner
 
 
 class MatcherService:
@@ -28,17 +30,20 @@ class MatcherService:
 
     def __init__(self, settings: MatcherSettings) -> None:
         self.settings = settings
-        self.bus = Bus(settings.amqp_url, "matcher", settings.instance_id)
-        self.pools = Pools(fallback_after=settings.fallback_after_seconds)
+        self.me = settings.instance_id
+        self.bus = Bus(settings.amqp_url, "matcher", self.me)
+        self.metrics = MatcherMetrics()
+        self.membership = Membership(self.me, settings.member_dead_after_seconds)
+        self.workers = [PartitionWorker(p, self._new_pools(), self._announce, self.metrics)
+                        for p in range(settings.matcher_partitions)]
         self.pairs_total = 0
-        self._sweeper: asyncio.Task | None = None
-        metrics = Metrics("matcher")
-        self.m_waiting = metrics.gauge("waiting_users", "Users waiting, by pool", ["mode", "age_band"])
-        self.m_pairs = metrics.counter("pairs_total", "Pairs made", ["mode", "kind"])
-        self.m_time_to_pair = metrics.histogram(
-            "time_to_pair_seconds", "From match request to pair", ["mode"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.m_requests = metrics.counter("requests_total", "Match requests and cancels", ["kind"])
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    def _new_pools(self) -> Pools:
+        s = self.settings
+        return Pools(fallback_after=s.fallback_after_seconds, ticket_ttl=s.ticket_ttl_seconds,
+                     recent_window=s.recent_partner_window_seconds, recent_limit=s.recent_partner_count)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -47,64 +52,52 @@ class MatcherService:
 
     async def start(self) -> None:
         await self.bus.connect()
-        await self.bus.consume(matcher_requests(), self.handle, prefetch=500)
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        await self.bus.consume(matcher_members(self.me), self._on_heartbeat, prefetch=100)
+        for worker in self.workers:
+            await self._subscribe(worker)
+        # Heartbeats start once every partition has this replica in line, so
+        # a replica that hands partitions over always has someone to hand to.
+        self._tasks = [asyncio.create_task(self._every(self.settings.sweep_interval_seconds, self._tick)),
+                       asyncio.create_task(self._every(self.settings.heartbeat_seconds, self._heartbeat)),
+                       asyncio.create_task(self._every(self.settings.heartbeat_seconds, self._rebalance))]
 
     async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
+        # Closing the subscriptions hands every waiting user back to the
+        # queues, where a standby replica takes them at once.
+        for worker in self.workers:
+            if worker.subscription is not None:
+                await worker.subscription.close()
         await self.bus.close()
 
-    # ------------------------------------------------------------ events
+    async def _subscribe(self, worker: PartitionWorker) -> None:
+        worker.subscription = await self.bus.consume(
+            matcher_requests(worker.partition), worker.handle, manual_ack=True,
+            prefetch=self.settings.max_waiting_per_partition)
 
-    async def handle(self, envelope: events_pb2.Envelope) -> None:
-        field = envelope.WhichOneof("event")
-        if field == "match_requested":
-            self.m_requests.labels("request").inc()
-            await self._on_request(envelope.match_requested)
-        elif field == "match_cancelled":
-            self.m_requests.labels("cancel").inc()
-            cancel = envelope.match_cancelled
-            self.pools.cancel(cancel.ticket_id, cancel.session.gateway_id, cancel.session.session_id)
-            self._update_waiting()
-        # Other events on this queue are not ours: acked and ignored.
-
-    async def _on_request(self, request: events_pb2.MatchRequested) -> None:
-        if request.mode not in (common_pb2.MODE_TEXT, common_pb2.MODE_VIDEO):
-            raise PoisonMessage(f"match request with invalid mode {request.mode}")
-        if request.age_band not in (common_pb2.AGE_BAND_MINOR, common_pb2.AGE_BAND_ADULT):
-            raise PoisonMessage(f"match request with invalid age band {request.age_band}")
-        if not (request.ticket_id and request.session.gateway_id and request.session.session_id
-                and request.device_token):
-            raise PoisonMessage("match request without ticket, session or device")
-        ticket = Ticket(
-            ticket_id=request.ticket_id,
-            gateway_id=request.session.gateway_id,
-            session_id=request.session.session_id,
-            device_token=request.device_token,
-            mode=request.mode,
-            age_band=request.age_band,
-            language=request.language or "en",
-            interests=frozenset(i.strip().lower() for i in request.interests[:MAX_INTERESTS] if i.strip()),
-            interests_only=request.interests_only,
-            avoid=frozenset(request.avoid_device_tokens),
-        )
-        pair = self.pools.add(ticket, time.monotonic(), at_head=request.at_head)
-        if pair is not None:
-            await self._announce(pair)
-        self._update_waiting()
-
-    async def _sweep_forever(self) -> None:
+    async def _every(self, seconds: float, step) -> None:
         while True:
-            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            await asyncio.sleep(seconds)
             try:
-                for pair in self.pools.sweep(time.monotonic()):
-                    await self._announce(pair)
-                self._update_waiting()
-            except Exception:  # a failed publish must not stop the sweeping
-                log.exception("sweep failed")
+                await step()
+            except Exception:  # one failed round must not stop the loop
+                log.exception("periodic step failed", extra={"step": step.__name__})
+
+    # ------------------------------------------------------------ pairing
+
+    async def _tick(self) -> None:
+        for worker in self.workers:
+            await worker.tick()
+        waiting: dict = {}
+        for worker in self.workers:
+            for key, count in worker.pools.waiting().items():
+                waiting[key] = waiting.get(key, 0) + count
+        self.metrics.set_waiting(waiting)
+        self.metrics.partitions_active.set(sum(w.active for w in self.workers))
 
     async def _announce(self, pair: Pair) -> None:
         found = events_pb2.MatchFound(
@@ -117,21 +110,54 @@ class MatcherService:
         for gateway_id in dict.fromkeys((pair.a.gateway_id, pair.b.gateway_id)):
             await self.bus.send_relay(gateway_id, found)
         self.pairs_total += 1
-        mode = common_pb2.Mode.Name(pair.a.mode)
-        self.m_pairs.labels(mode, pair.kind.value).inc()
-        now = time.monotonic()
-        for ticket in (pair.a, pair.b):
-            self.m_time_to_pair.labels(mode).observe(now - ticket.enqueued_at)
-        log.debug("paired", extra={"match_id": found.match_id, "kind": pair.kind.value})
 
-    def _update_waiting(self) -> None:
-        totals: dict[tuple[int, int], int] = {}
-        for (mode, band, _language), count in self.pools.waiting().items():
-            totals[(mode, band)] = totals.get((mode, band), 0) + count
-        for mode in (common_pb2.MODE_TEXT, common_pb2.MODE_VIDEO):
-            for band in (common_pb2.AGE_BAND_MINOR, common_pb2.AGE_BAND_ADULT):
-                self.m_waiting.labels(common_pb2.Mode.Name(mode), common_pb2.AgeBand.Name(band)).set(
-                    totals.get((mode, band), 0))
+    # ------------------------------------------------------------ replicas
+
+    async def _heartbeat(self) -> None:
+        await self.bus.publish(events_pb2.MatcherHeartbeat(
+            instance_id=self.me, partitions=self.settings.matcher_partitions), timeout=1.0)
+
+    async def _on_heartbeat(self, envelope: events_pb2.Envelope) -> None:
+        beat = envelope.matcher_heartbeat
+        if envelope.WhichOneof("event") != "matcher_heartbeat" or not beat.instance_id:
+            return
+        if beat.partitions != self.settings.matcher_partitions:
+            log.error("matcher replicas disagree on PARLEY_MATCHER_PARTITIONS",
+                      extra={"other": beat.instance_id, "theirs": beat.partitions,
+                             "ours": self.settings.matcher_partitions})
+        if self.membership.heard(beat.instance_id, time.time()) and beat.instance_id != self.me:
+            log.info("matcher replica joined", extra={"replica": beat.instance_id})
+
+    async def _rebalance(self) -> None:
+        """Hand every partition this replica works but does not own to its
+        owner: close the subscription (its waiting users return to the queue,
+        where the owner, next in line, takes them) and queue up again behind."""
+        now = time.time()
+        for gone in self.membership.forget_dead(now):
+            log.warning("matcher replica gone", extra={"replica": gone})
+        owned = self.membership.owned(len(self.workers), now)
+        self.metrics.members.set(len(self.membership.alive(now)))
+        self.metrics.partitions_owned.set(len(owned))
+        for worker in self.workers:
+            if worker.active and worker.partition not in owned and worker.subscription is not None:
+                log.info("handing partition to its owner", extra={
+                    "partition": worker.partition, "owner": self.membership.owner(worker.partition, now)})
+                subscription, worker.subscription = worker.subscription, None
+                await subscription.close()
+                worker.reset()
+                self.metrics.rebalances.inc()
+                asyncio.get_running_loop().call_later(
+                    RESUBSCRIBE_AFTER, lambda w=worker: asyncio.ensure_future(self._resubscribe(w)))
+
+    async def _resubscribe(self, worker: PartitionWorker) -> None:
+        if self._stopping:
+            return
+        try:
+            await self._subscribe(worker)
+        except Exception:
+            log.exception("resubscribe failed; retrying", extra={"partition": worker.partition})
+            asyncio.get_running_loop().call_later(
+                RESUBSCRIBE_AFTER, lambda: asyncio.ensure_future(self._resubscribe(worker)))
 
 
 def _participant(ticket: Ticket) -> events_pb2.MatchParticipant:
@@ -148,7 +174,11 @@ class MatcherApi(matcher_pb2_grpc.MatcherServicer):
         self.service = service
 
     async def GetStats(self, request, context):
+        waiting: dict = {}
+        for worker in self.service.workers:
+            for key, count in worker.pools.waiting().items():
+                waiting[key] = waiting.get(key, 0) + count
         pools = [matcher_pb2.PoolStats(mode=mode, age_band=band, language=language, waiting=count)
-                 for (mode, band, language), count in sorted(self.service.pools.waiting().items())]
+                 for (mode, band, language), count in sorted(waiting.items())]
         return matcher_pb2.GetStatsResponse(pools=pools, pairs_total=self.service.pairs_total,
-                                            instance_id=self.service.settings.instance_id)
+                                            instance_id=self.service.me)

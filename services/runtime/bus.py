@@ -43,7 +43,6 @@ class Bus:
         self._connection: AbstractRobustConnection | None = None
         self._confirmed: AbstractRobustChannel | None = None
         self._fast: AbstractRobustChannel | None = None
-        self._consumer_channels: list[AbstractRobustChannel] = []
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._closing = False
         metrics = Metrics(service)
@@ -123,17 +122,18 @@ class Bus:
 
     # ------------------------------------------------------------ publishing
 
-    async def publish(self, event: Message, *, timeout: float = 10.0,
-                      event_id: str | None = None) -> events_pb2.Envelope:
+    async def publish(self, event: Message, *, timeout: float = 10.0, event_id: str | None = None,
+                      routing_key: str | None = None) -> events_pb2.Envelope:
         """Publish a domain event on the events exchange. Durable kinds are
         persistent and wait for the broker's confirm; retried while the
         connection recovers, until `timeout`. Pass `event_id` to republish
-        an event under its original id."""
+        an event under its original id, `routing_key` where the key carries
+        more than the event (a matcher partition)."""
         envelope = env.wrap(event, self.producer, event_id)
         kind = env.kind_of(envelope)
         if not kind.routing_key:
             raise ValueError(f"{kind.field} goes on the relay exchange: use send_relay")
-        await self._publish(envelope, EVENTS_EXCHANGE, kind.routing_key, kind.durable, timeout)
+        await self._publish(envelope, EVENTS_EXCHANGE, routing_key or kind.routing_key, kind.durable, timeout)
         return envelope
 
     async def send_relay(self, gateway_id: str, event: Message, *, timeout: float = 5.0) -> None:
@@ -166,7 +166,8 @@ class Bus:
     # ------------------------------------------------------------ consuming
 
     async def consume(self, spec: QueueSpec, handler: Handler, *, prefetch: int = 100,
-                      is_transient: Callable[[BaseException], bool] | None = None) -> None:
+                      is_transient: Callable[[BaseException], bool] | None = None,
+                      manual_ack: bool = False) -> "Subscription":
         """Declare `spec` and hand every message to `handler`.
 
         Acked after the handler returns. A message that cannot be parsed, or
@@ -174,10 +175,14 @@ class Bus:
         copied to the dead-letter queue with the reason and acked. A handler
         failure that `is_transient` accepts (a database outage) is retried with backoff for as long as it takes: the message stays
         unacked in its queue, never dead-lettered for an outage.
+
+        With `manual_ack` the handler is called as handler(envelope, message)
+        and acks the message itself, when it likes: the matcher holds a
+        waiting user's request unacked until the user is paired, so a matcher
+        that dies hands its waiting users back to the queue.
         """
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=prefetch)
-        self._consumer_channels.append(channel)
         queue = await self.declare(spec, channel)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -185,6 +190,10 @@ class Bus:
             try:
                 envelope = env.decode(message.body, message.content_type, message.type)
                 field = env.kind_of(envelope).field
+                if manual_ack:
+                    await handler(envelope, message)
+                    self._consumed.labels(field, "ok").inc()
+                    return
                 await self._handle_with_retry(handler, envelope, is_transient, spec)
             except env.PoisonMessage as exc:
                 await self._dead_letter(spec, message, str(exc), field)
@@ -204,6 +213,7 @@ class Bus:
             await message.ack()
 
         await queue.consume(on_message)
+        return Subscription(channel)
 
     async def _handle_with_retry(self, handler: Handler, envelope, is_transient, spec: QueueSpec) -> None:
         delay = 0.2
@@ -233,6 +243,18 @@ class Bus:
         self._dead_lettered.labels(spec.metric_label).inc()
         self._consumed.labels(field, "dead_lettered").inc()
         await message.ack()
+
+
+class Subscription:
+    """A consumer on a channel of its own. Closing it returns every message it
+    has not acked to the queue."""
+
+    def __init__(self, channel: AbstractRobustChannel) -> None:
+        self.channel = channel
+
+    async def close(self) -> None:
+        if not self.channel.is_closed:
+            await self.channel.close()
 
 
 def _safe_url(url: str) -> str:

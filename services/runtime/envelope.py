@@ -24,6 +24,7 @@ class EventKind:
 
 
 EVENT_KINDS: dict[str, EventKind] = {k.field: k for k in (
+    # match requests and cancels carry the matcher partition: see topology
     EventKind("match_requested", "gateway.match_requested", False),
     EventKind("match_cancelled", "gateway.match_cancelled", False),
     EventKind("match_found", "", False),        # relay exchange, to each gateway
@@ -33,6 +34,7 @@ EVENT_KINDS: dict[str, EventKind] = {k.field: k for k in (
     EventKind("decision_made", "moderation.decision_made", True),
     EventKind("ban_issued", "ban.issued", True),
     EventKind("ban_lifted", "ban.lifted", True),
+    EventKind("matcher_heartbeat", "matcher.heartbeat", False),
 )}
 
 _FIELD_BY_TYPE = {

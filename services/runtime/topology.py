@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -68,13 +69,45 @@ class QueueSpec:
         return {"x-queue-type": "quorum"} if self.kind is QueueKind.QUORUM else {}
 
 
-def matcher_requests() -> QueueSpec:
+# Gateways and matchers must agree on it (PARLEY_MATCHER_PARTITIONS).
+DEFAULT_MATCHER_PARTITIONS = 8
+
+
+def matcher_partition(mode: int, age_band: int, language: str, partitions: int) -> int:
+    """The partition of a pool key: stable across processes and restarts."""
+    return zlib.crc32(f"{mode}|{age_band}|{language}".encode()) % partitions
+
+
+def match_routing_key(event: str, partition: int) -> str:
+    """`event` is "match_requested" or "match_cancelled"."""
+    return f"gateway.{event}.p{partition}"
+
+
+def matcher_requests(partition: int) -> QueueSpec:
+    """One queue per partition. Single active consumer: every matcher replica
+    subscribes, one at a time receives; when it dies its unacked tickets
+    return to the queue and the next replica takes over with them."""
     return QueueSpec(
-        name="matcher.requests",
+        name=f"matcher.requests.p{partition}",
         kind=QueueKind.DURABLE,
-        bindings=((EVENTS_EXCHANGE, "gateway.match_requested"),
-                  (EVENTS_EXCHANGE, "gateway.match_cancelled")),
+        bindings=((EVENTS_EXCHANGE, match_routing_key("match_requested", partition)),
+                  (EVENTS_EXCHANGE, match_routing_key("match_cancelled", partition))),
+        dead_letter_queue="matcher.requests.dlq",
+        label="matcher.requests",
         single_active_consumer=True,
+    )
+
+
+def matcher_members(instance_id: str) -> QueueSpec:
+    """Each matcher replica hears every replica's heartbeat."""
+    return QueueSpec(
+        name=f"matcher.members.{instance_id}",
+        kind=QueueKind.TRANSIENT,
+        bindings=((EVENTS_EXCHANGE, "matcher.heartbeat"),),
+        dead_letter_queue="matcher.members.dlq",
+        label="matcher.members",
+        expires_ms=30_000,
+        max_length=10_000,
     )
 
 

@@ -89,7 +89,7 @@ async def test_poison_events_land_in_dead_letter_queues_and_services_keep_workin
     channel = await connection.channel()
     events = await channel.get_exchange("parley.events")
     await events.publish(aio_pika.Message(b"garbage", content_type="application/x-protobuf"),
-                         "gateway.match_requested")
+                         "gateway.match_requested.p0")
     # Every gateway's relay queue also takes ban.issued: poison there must
     # not stop the gateway.
     await events.publish(aio_pika.Message(b"\x00\x01junk"), "ban.issued")

@@ -133,8 +133,7 @@ def test_at_head_goes_before_earlier_arrivals():
     p.add(refused, 1, at_head=True)
     pair = p.add(ticket(), 2)  # plain user: nobody takes random yet
     assert pair is None
-    (pool,) = p._pools.values()
-    assert next(iter(pool.values())) is refused
+    assert min(p.tickets(), key=lambda t: t.seq) is refused
 
 
 # ---------------------------------------------------------------- properties
@@ -174,10 +173,10 @@ def test_no_unsafe_pair_no_double_booking_and_nobody_compatible_left_waiting(eve
             assert t.session_id not in paired_sessions
             paired_sessions.add(t.session_id)
     # Liveness: after the fallback wait, no two waiting users who would take
-    # each other remain unpaired.
-    waiting = [t for pool in pools._pools.values() for t in pool.values()]
+    # each other (and have not just met) remain unpaired.
+    waiting = pools.tickets()
     for x, y in itertools.combinations(waiting, 2):
-        if compatible(x, y):
+        if pools.fits(x, y, now + 10):
             takes = (x.interests & y.interests) or (
                 x.takes_random(now + 10, 1) and y.takes_random(now + 10, 1))
             assert not takes, (x, y)
