@@ -103,6 +103,7 @@ class SessionMachine:
         self.ticket_id: str | None = None
         self._request: events_pb2.MatchRequested | None = None  # the current ticket's request
         self._sent_at = 0.0  # when it was last sent
+        self._waiting_since = 0.0
         self.proposal: Proposal | None = None
         self.conversation: Conversation | None = None
         self.last_conversation: Conversation | None = None
@@ -224,13 +225,17 @@ class SessionMachine:
         self.phase = Phase.WAITING
         self.ticket_id = self._new_id()
         self._early.clear()
+        if not at_head:
+            # A user sent back to the head of the pool keeps their place in
+            # time too: the wait counts from when they asked.
+            self._waiting_since = self._now()
         join = self.join
         request = events_pb2.MatchRequested(
             ticket_id=self.ticket_id, session=self.ref, device_token=self.identity.device_token,
             mode=join.mode, age_band=join.age_band, language=join.language,
             interests=list(join.interests), interests_only=join.interests_only,
             avoid_device_tokens=sorted(self.avoid), at_head=at_head,
-            requested_at_unix_ms=int(self._now() * 1000))
+            requested_at_unix_ms=int(self._waiting_since * 1000))
         self._request, self._sent_at = request, self._now()
         effects: list[Effect] = [Publish(request)]
         if not at_head:

@@ -186,15 +186,30 @@ def test_age_band_is_checked_again_at_the_gateway():
     assert published(fa, "MatchRequested")[0].at_head
 
 
-def test_unanswered_proposal_times_out_and_requeues():
+def test_unanswered_proposal_times_out_and_requeues_keeping_the_wait():
     clock = Clock()
     a, b = machine("a", clock=clock), machine("b")
-    a.on_frame(join()), b.on_frame(join())
+    first = published(a.on_frame(join()), "MatchRequested")[0]
+    b.on_frame(join())
     a.on_match_found(found(a, b))
     assert a.on_tick() == []
     clock.t += 6
     effects = a.on_tick()
-    assert relays(effects)[0].HasField("refuse") and published(effects, "MatchRequested")[0].at_head
+    assert relays(effects)[0].HasField("refuse")
+    requeued = published(effects, "MatchRequested")[0]
+    assert requeued.at_head and requeued.ticket_id != first.ticket_id
+    assert requeued.requested_at_unix_ms == first.requested_at_unix_ms
+
+
+def test_a_waiting_ticket_is_renewed_with_the_same_request():
+    clock = Clock()
+    a = machine("a", clock=clock)
+    first = published(a.on_frame(join()), "MatchRequested")[0]
+    clock.t += 5
+    assert a.on_tick() == []
+    clock.t += 6
+    (renewal,) = published(a.on_tick(), "MatchRequested")
+    assert renewal == first
 
 
 # ---------------------------------------------------------------- conversation
