@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(wildcard protos/parley/v1/*.proto)
 
-.PHONY: setup gen broker run test chat unit integration clean help
+.PHONY: setup gen broker run test chat unit integration bench-matcher clean help
 
 help:
 	@echo "make run    start gateway, matcher, moderation and ban locally (Ctrl-C stops them)"
 	@echo "make chat   open a terminal client against the local gateway"
 	@echo "make test   set up from nothing and run the whole test suite"
 	@echo "make gen    regenerate protobuf code from protos/"
+	@echo "make bench-matcher  drive one matcher through RabbitMQ at rising load; last line JSON"
 
 # The code generator comes first: the project is installed (editable) once the
 # generated package parley/ exists, so that the install maps it.
@@ -51,6 +52,9 @@ test: setup broker
 
 unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+bench-matcher: setup broker
+	$(BIN)/python tests/bench/bench_matcher.py
 
 clean:
 	rm -rf $(VENV) $(STAMPS) parley data .pytest_cache .hypothesis

@@ -70,6 +70,7 @@ def error(code: int, message: str) -> ToClient:
 class Proposal:
     match_id: str
     peer: common_pb2.SessionRef
+    peer_device: str
     common_interests: list[str]
     random_fallback: bool
     offerer: bool
@@ -104,6 +105,7 @@ class SessionMachine:
         self._request: events_pb2.MatchRequested | None = None  # the current ticket's request
         self._sent_at = 0.0  # when it was last sent
         self._waiting_since = 0.0
+        self._ticket_count = 0
         self.proposal: Proposal | None = None
         self.conversation: Conversation | None = None
         self.last_conversation: Conversation | None = None
@@ -212,10 +214,15 @@ class SessionMachine:
         target = self.conversation or self.last_conversation
         if target is None:
             return [error(Err.CODE_NOT_CONNECTED, "block: no stranger to block")]
-        self.avoid.add(target.peer_identity.device_token)
+        blocked = target.peer_identity.device_token
+        self.avoid.add(blocked)
         effects: list[Effect] = []
         if self.conversation is target:
             effects += self._leave("block")
+        elif self.phase is Phase.PROPOSED and self.proposal.peer_device == blocked:
+            # Matched with the very stranger being blocked: give it up, wait on.
+            proposal = self.proposal
+            effects += [self._refuse(proposal.match_id, proposal.peer, "blocked")] + self._enqueue(at_head=True)
         effects.append(ToClient(gateway_pb2.ServerFrame(ack=gateway_pb2.Ack(what="block"))))
         return effects
 
@@ -224,6 +231,7 @@ class SessionMachine:
     def _enqueue(self, at_head: bool) -> list[Effect]:
         self.phase = Phase.WAITING
         self.ticket_id = self._new_id()
+        self._ticket_count += 1
         self._early.clear()
         if not at_head:
             # A user sent back to the head of the pool keeps their place in
@@ -235,7 +243,7 @@ class SessionMachine:
             mode=join.mode, age_band=join.age_band, language=join.language,
             interests=list(join.interests), interests_only=join.interests_only,
             avoid_device_tokens=sorted(self.avoid), at_head=at_head,
-            requested_at_unix_ms=int(self._waiting_since * 1000))
+            requested_at_unix_ms=int(self._waiting_since * 1000), session_seq=self._ticket_count)
         self._request, self._sent_at = request, self._now()
         effects: list[Effect] = [Publish(request)]
         if not at_head:
@@ -273,6 +281,8 @@ class SessionMachine:
     # ------------------------------------------------------------ the matcher's answer
 
     def on_match_found(self, found: events_pb2.MatchFound) -> list[Effect]:
+        if found.match_id in self._current_match_ids():
+            return []  # the same result delivered again: already answered
         if found.a.session.session_id == self.ref.session_id:
             me, other, offerer = found.a, found.b, True
         elif found.b.session.session_id == self.ref.session_id:
@@ -289,6 +299,7 @@ class SessionMachine:
             return effects
         self.phase = Phase.PROPOSED
         self.proposal = Proposal(match_id=found.match_id, peer=other.session,
+                                 peer_device=other.device_token,
                                  common_interests=list(found.common_interests),
                                  random_fallback=found.random_fallback, offerer=offerer,
                                  proposed_at=self._now())
@@ -301,6 +312,15 @@ class SessionMachine:
         if early is not None:
             effects += self.on_relay(early)
         return effects
+
+    def _current_match_ids(self) -> set[str]:
+        ids = set()
+        if self.proposal is not None:
+            ids.add(self.proposal.match_id)
+        for conversation in (self.conversation, self.last_conversation):
+            if conversation is not None:
+                ids.add(conversation.match_id)
+        return ids
 
     def _refusal_reason(self, me: events_pb2.MatchParticipant, other: events_pb2.MatchParticipant) -> str:
         if self.phase is not Phase.WAITING:
@@ -363,6 +383,8 @@ class SessionMachine:
             return []  # we refused or left; our answer reaches them
         if frame.accept.age_band != self.join.age_band:
             return [self._refuse(frame.match_id, peer, "age band mismatch")] + self._enqueue(at_head=True)
+        if frame.accept.identity.device_token in self.avoid:
+            return [self._refuse(frame.match_id, peer, "avoided device")] + self._enqueue(at_head=True)
         self.phase = Phase.CONNECTED
         self.proposal = None
         self.conversation = Conversation(match_id=frame.match_id, peer=peer,

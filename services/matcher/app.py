@@ -11,7 +11,7 @@ import uuid
 
 import grpc
 
-from parley.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
+from parley.v1 import events_pb2, matcher_pb2, matcher_pb2_grpc
 from services.matcher.membership import Membership
 from services.matcher.metrics import MatcherMetrics
 from services.matcher.pairing import Pair, Pools, Ticket
@@ -31,7 +31,9 @@ class MatcherService:
     def __init__(self, settings: MatcherSettings) -> None:
         self.settings = settings
         self.me = settings.instance_id
-        self.bus = Bus(settings.amqp_url, "matcher", self.me)
+        # every request is a MatchFound out and an ack or two: frames out in
+        # batches, publishes queued (see Bus)
+        self.bus = Bus(settings.amqp_url, "matcher", self.me, coalesce_writes=True, queue_fast_publishes=True)
         self.metrics = MatcherMetrics()
         self.membership = Membership(self.me, settings.member_dead_after_seconds)
         self.workers = [PartitionWorker(p, self._new_pools(), self._announce, self.metrics)
@@ -39,6 +41,7 @@ class MatcherService:
         self.pairs_total = 0
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._replicas: tuple[str, ...] = (self.me,)
 
     def _new_pools(self) -> Pools:
         s = self.settings
@@ -102,13 +105,14 @@ class MatcherService:
     async def _announce(self, pair: Pair) -> None:
         found = events_pb2.MatchFound(
             match_id=uuid.uuid4().hex,
-            a=_participant(pair.a), b=_participant(pair.b),
             common_interests=pair.common_interests,
             random_fallback=pair.kind.value == "fallback",
             mode=pair.a.mode,
         )
-        for gateway_id in dict.fromkeys((pair.a.gateway_id, pair.b.gateway_id)):
-            await self.bus.send_relay(gateway_id, found)
+        _fill_participant(found.a, pair.a)
+        _fill_participant(found.b, pair.b)
+        # to each side's gateway (once when both are on the same one)
+        await self.bus.send_relays(dict.fromkeys((pair.a.gateway_id, pair.b.gateway_id)), found)
         self.pairs_total += 1
 
     # ------------------------------------------------------------ replicas
@@ -129,17 +133,23 @@ class MatcherService:
             log.info("matcher replica joined", extra={"replica": beat.instance_id})
 
     async def _rebalance(self) -> None:
-        """Hand every partition this replica works but does not own to its
-        owner: close the subscription (its waiting users return to the queue,
-        where the owner, next in line, takes them) and queue up again behind."""
+        """Hand partitions this replica does not own to their owner: close the
+        subscription (its waiting users return to the queue, where the owner,
+        next in line, takes them) and queue up again behind. The broker does
+        not say which consumer is active, so when the replicas change every
+        partition not owned is handed over once; after that, any partition
+        found at work here that is not owned."""
         now = time.time()
         for gone in self.membership.forget_dead(now):
             log.warning("matcher replica gone", extra={"replica": gone})
+        alive = tuple(self.membership.alive(now))
+        replicas_changed, self._replicas = alive != self._replicas, alive
         owned = self.membership.owned(len(self.workers), now)
-        self.metrics.members.set(len(self.membership.alive(now)))
+        self.metrics.members.set(len(alive))
         self.metrics.partitions_owned.set(len(owned))
         for worker in self.workers:
-            if worker.active and worker.partition not in owned and worker.subscription is not None:
+            if (worker.partition not in owned and worker.subscription is not None
+                    and (worker.active or replicas_changed)):
                 log.info("handing partition to its owner", extra={
                     "partition": worker.partition, "owner": self.membership.owner(worker.partition, now)})
                 subscription, worker.subscription = worker.subscription, None
@@ -161,12 +171,18 @@ class MatcherService:
 
 
 def _participant(ticket: Ticket) -> events_pb2.MatchParticipant:
-    return events_pb2.MatchParticipant(
-        ticket_id=ticket.ticket_id,
-        session=common_pb2.SessionRef(gateway_id=ticket.gateway_id, session_id=ticket.session_id),
-        device_token=ticket.device_token,
-        age_band=ticket.age_band,
-    )
+    participant = events_pb2.MatchParticipant()
+    _fill_participant(participant, ticket)
+    return participant
+
+
+def _fill_participant(participant: events_pb2.MatchParticipant, ticket: Ticket) -> None:
+    """Set the fields of a participant in place (no message built and copied)."""
+    participant.ticket_id = ticket.ticket_id
+    participant.session.gateway_id = ticket.gateway_id
+    participant.session.session_id = ticket.session_id
+    participant.device_token = ticket.device_token
+    participant.age_band = ticket.age_band
 
 
 class MatcherApi(matcher_pb2_grpc.MatcherServicer):

@@ -37,11 +37,27 @@ class MatcherMetrics:
         self.rebalances = m.counter("rebalances_total", "Partitions handed to their owner replica")
         self.announce_failures = m.counter("announce_failures_total", "Pairs whose MatchFound could not be sent")
 
+        # label children looked up once, not on every request and pair
+        self._requests: dict = {}
+        self._paired: dict = {}
+
+    def request(self, kind: str):
+        """The requests_total child of `kind`."""
+        child = self._requests.get(kind)
+        if child is None:
+            child = self._requests[kind] = self.requests.labels(kind)
+        return child
+
     def paired(self, pair: Pair, now: float) -> None:
-        mode = mode_name(pair.a.mode)
-        self.pairs.labels(mode, pair.kind.value).inc()
+        children = self._paired.get((pair.a.mode, pair.kind))
+        if children is None:
+            mode = mode_name(pair.a.mode)
+            children = self._paired[(pair.a.mode, pair.kind)] = (
+                self.pairs.labels(mode, pair.kind.value), self.time_to_pair.labels(mode, pair.kind.value))
+        pairs, time_to_pair = children
+        pairs.inc()
         for ticket in (pair.a, pair.b):
-            self.time_to_pair.labels(mode, pair.kind.value).observe(max(0.0, now - ticket.enqueued_at))
+            time_to_pair.observe(max(0.0, now - ticket.enqueued_at))
 
     def set_waiting(self, waiting: dict[PoolKey, int]) -> None:
         totals: dict[tuple[int, int], int] = {}

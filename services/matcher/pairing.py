@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 PoolKey = tuple[int, int, str]  # (mode, age band, language)
@@ -80,26 +80,66 @@ def compatible(x: Ticket, y: Ticket) -> bool:
 
 
 class RecentPartners:
-    """Who met whom lately, so that "next" brings someone new."""
+    """Who met whom lately, so that "next" brings someone new.
+
+    Devices are kept in the order of their last meeting (a device that meets
+    someone moves to the end), so forgetting the stale ones looks only at
+    the front instead of at every device met in the window: with 600 s of
+    pairs at a few thousand a second, a full scan on every sweep took a good
+    share of the matcher's time and stalled the loop."""
 
     def __init__(self, window: float, limit: int) -> None:
         self.window = window
         self.limit = limit
-        self._met: dict[str, deque[tuple[str, float]]] = {}
+        # device -> its last `limit` meetings, (other device, when), oldest
+        # first: a tuple, not a deque, as a device is kept for `window`
+        # seconds (600 by default: over a million devices at a thousand pairs
+        # a second), and a tuple of a few entries is a fifth of the memory
+        # of a deque and is left alone by the garbage collector
+        self._met: OrderedDict[str, tuple[tuple[str, float], ...]] = OrderedDict()
+        self._latest = float("-inf")
+        self._ordered = True  # _met is in the order of last meetings
 
     def record(self, x: str, y: str, now: float) -> None:
         if self.limit <= 0:
             return
+        if now < self._latest:
+            self._ordered = False  # the clock went back: sort before the next forget
+        else:
+            self._latest = now
+        limit = self.limit
         for me, other in ((x, y), (y, x)):
-            self._met.setdefault(me, deque(maxlen=self.limit)).append((other, now))
+            met = self._met.get(me)
+            if met is None:
+                self._met[me] = ((other, now),)
+            else:
+                self._met.move_to_end(me)
+                self._met[me] = (*met[1:], (other, now)) if len(met) >= limit else (*met, (other, now))
 
     def met(self, x: str, y: str, now: float) -> bool:
-        return any(other == y and now - at < self.window for other, at in self._met.get(x, ()))
+        """Either side's memory counts: each keeps only its last few."""
+        return (any(other == y and now - at < self.window for other, at in self._met.get(x, ()))
+                or any(other == x and now - at < self.window for other, at in self._met.get(y, ())))
+
+    def forget_pair(self, x: str, y: str) -> None:
+        """Undo a meeting that never happened (the pair was not announced)."""
+        for me, other in ((x, y), (y, x)):
+            met = self._met.get(me)
+            if met is not None:
+                self._met[me] = tuple(entry for entry in met if entry[0] != other)
 
     def forget_before(self, cutoff: float) -> None:
-        stale = [d for d, met in self._met.items() if not met or met[-1][1] < cutoff]
-        for device in stale:
-            del self._met[device]
+        """Forget the devices whose last meeting was before `cutoff`."""
+        if not self._ordered:
+            self._met = OrderedDict(sorted(
+                self._met.items(), key=lambda item: item[1][-1][1] if item[1] else float("-inf")))
+            self._ordered = True
+        met = self._met
+        while met:
+            last = met[next(iter(met))]
+            if last and last[-1][1] >= cutoff:
+                break
+            met.popitem(last=False)
 
 
 @dataclass
@@ -235,6 +275,23 @@ class Pools:
                     self._remove(ticket)
                     self._remove(partner)
                     pairs.append(self._pair(ticket, partner, frozenset(), now))
+        return pairs
+
+    def rescan(self, now: float) -> list[Pair]:
+        """Pair waiting users who share an interest but could not be paired
+        when they arrived (a recent-partner window kept them apart and has
+        since passed). A pass over every waiting user with interests: run it
+        every few seconds, not on every sweep."""
+        pairs: list[Pair] = []
+        for pool in list(self._pools.values()):
+            for ticket in sorted((t for t in pool.tickets.values() if t.interests), key=lambda t: t.seq):
+                if ticket.ticket_id not in pool.tickets:
+                    continue  # paired earlier in this pass
+                partner, common = self._best_partner(pool, ticket, now)
+                if partner is not None and common:
+                    self._remove(ticket)
+                    self._remove(partner)
+                    pairs.append(self._pair(ticket, partner, common, now))
         return pairs
 
     def expire(self, now: float) -> list[Ticket]:

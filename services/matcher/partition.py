@@ -23,7 +23,8 @@ from services.runtime.envelope import PoisonMessage
 log = logging.getLogger(__name__)
 
 MAX_INTERESTS = 10
-DONE_MEMORY = 100_000  # finished ticket ids remembered, to ignore replays
+DONE_MEMORY = 100_000  # finished ticket ids (and sessions' newest ticket numbers) remembered
+RESCAN_EVERY = 2.0     # seconds between full interest rescans
 
 
 class PartitionWorker:
@@ -36,6 +37,9 @@ class PartitionWorker:
         self.clock = clock
         self.held: dict[str, AbstractIncomingMessage] = {}  # ticket id -> its unacked request
         self.done: OrderedDict[str, None] = OrderedDict()
+        # (gateway, session) -> the newest ticket number seen: older ones are replays
+        self.newest: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._rescanned_at = 0.0
         self.subscription: Subscription | None = None
         self.active = False  # has received work since it subscribed
 
@@ -58,13 +62,26 @@ class PartitionWorker:
     async def _on_request(self, request: events_pb2.MatchRequested, message: AbstractIncomingMessage) -> None:
         _check(request)
         ticket_id = request.ticket_id
+        session_key = (request.session.gateway_id, request.session.session_id)
+        if request.session_seq and request.session_seq < self.newest.get(session_key, 0):
+            # A replay of a ticket the session has since replaced: it must not
+            # unseat the session's current ticket.
+            self.metrics.request("duplicate").inc()
+            self._remember(ticket_id)
+            await message.ack()
+            return
+        if request.session_seq:
+            self.newest[session_key] = request.session_seq
+            self.newest.move_to_end(session_key)
+            if len(self.newest) > DONE_MEMORY:
+                self.newest.popitem(last=False)
         if ticket_id in self.done:
-            self.metrics.requests.labels("duplicate").inc()
+            self.metrics.request("duplicate").inc()
             await message.ack()
             return
         now = self.clock()
         if self.pools.renew(ticket_id, now):
-            self.metrics.requests.labels("renewal").inc()
+            self.metrics.request("renewal").inc()
             held = self.held.get(ticket_id)
             if message.redelivered or held is None or _channel_closed(held):
                 # The broker gave the request back (a channel or connection
@@ -75,7 +92,7 @@ class PartitionWorker:
             else:
                 await message.ack()
             return
-        self.metrics.requests.labels("requeue" if request.at_head else "new").inc()
+        self.metrics.request("requeue" if request.at_head else "new").inc()
         replaced = self.pools.cancel_session(request.session.gateway_id, request.session.session_id)
         if replaced is not None:
             await self._finish(replaced)
@@ -99,7 +116,7 @@ class PartitionWorker:
             await self._complete(pair, now)
 
     async def _on_cancel(self, cancel: events_pb2.MatchCancelled, message: AbstractIncomingMessage) -> None:
-        self.metrics.requests.labels("cancel").inc()
+        self.metrics.request("cancel").inc()
         ticket = self.pools.cancel(cancel.ticket_id, cancel.session.gateway_id, cancel.session.session_id)
         if ticket is not None:
             await self._finish(ticket)
@@ -111,11 +128,19 @@ class PartitionWorker:
 
     async def tick(self) -> None:
         now = self.clock()
-        for pair in self.pools.sweep(now):
+        pairs = self.pools.sweep(now)
+        if now - self._rescanned_at >= RESCAN_EVERY:
+            self._rescanned_at = now
+            pairs += self.pools.rescan(now)
+        for pair in pairs:
             await self._complete(pair, now)
         for ticket in self.pools.expire(now):
             self.metrics.expired.inc()
-            await self._finish(ticket)
+            # Not remembered as done: if its gateway was only late, the next
+            # renewal brings the ticket back.
+            message = self.held.pop(ticket.ticket_id, None)
+            if message is not None:
+                await _quietly(message.ack())
 
     # ------------------------------------------------------------ outcomes
 
@@ -125,6 +150,7 @@ class PartitionWorker:
         except Exception:  # the broker is away: both go back to the queue, to be paired again
             self.metrics.announce_failures.inc()
             log.exception("match found but not announced; requeueing both")
+            self.pools.recent.forget_pair(pair.a.device_token, pair.b.device_token)
             for ticket in (pair.a, pair.b):
                 message = self.held.pop(ticket.ticket_id, None)
                 if message is not None:
