@@ -36,7 +36,8 @@ class MatcherService:
         self.bus = Bus(settings.amqp_url, "matcher", self.me, coalesce_writes=True, queue_fast_publishes=True)
         self.metrics = MatcherMetrics()
         self.membership = Membership(self.me, settings.member_dead_after_seconds)
-        self.workers = [PartitionWorker(p, self._new_pools(), self._announce, self.metrics)
+        self.workers = [PartitionWorker(p, self._new_pools(), self._announce, self.metrics,
+                                        resend=self._resend)
                         for p in range(settings.matcher_partitions)]
         self.pairs_total = 0
         self._tasks: list[asyncio.Task] = []
@@ -102,7 +103,7 @@ class MatcherService:
         self.metrics.set_waiting(waiting)
         self.metrics.partitions_active.set(sum(w.active for w in self.workers))
 
-    async def _announce(self, pair: Pair) -> None:
+    async def _announce(self, pair: Pair) -> events_pb2.MatchFound:
         found = events_pb2.MatchFound(
             match_id=uuid.uuid4().hex,
             common_interests=pair.common_interests,
@@ -114,6 +115,10 @@ class MatcherService:
         # to each side's gateway (once when both are on the same one)
         await self.bus.send_relays(dict.fromkeys((pair.a.gateway_id, pair.b.gateway_id)), found)
         self.pairs_total += 1
+        return found
+
+    async def _resend(self, gateway_id: str, found: events_pb2.MatchFound) -> None:
+        await self.bus.send_relay(gateway_id, found)
 
     # ------------------------------------------------------------ replicas
 

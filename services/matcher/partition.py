@@ -28,15 +28,19 @@ RESCAN_EVERY = 2.0     # seconds between full interest rescans
 
 
 class PartitionWorker:
-    def __init__(self, partition: int, pools: Pools, announce: Callable[[Pair], Awaitable[None]],
-                 metrics: MatcherMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, partition: int, pools: Pools,
+                 announce: Callable[[Pair], Awaitable[events_pb2.MatchFound | None]],
+                 metrics: MatcherMetrics, clock: Callable[[], float] = time.time,
+                 resend: Callable[[str, events_pb2.MatchFound], Awaitable[None]] | None = None) -> None:
         self.partition = partition
         self.pools = pools
         self.announce = announce
+        self.resend = resend
         self.metrics = metrics
         self.clock = clock
         self.held: dict[str, AbstractIncomingMessage] = {}  # ticket id -> its unacked request
-        self.done: OrderedDict[str, None] = OrderedDict()
+        # finished ticket id -> the MatchFound that paired it (None: cancelled)
+        self.done: OrderedDict[str, events_pb2.MatchFound | None] = OrderedDict()
         # (gateway, session) -> the newest ticket number seen: older ones are replays
         self.newest: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._rescanned_at = 0.0
@@ -76,6 +80,15 @@ class PartitionWorker:
             if len(self.newest) > DONE_MEMORY:
                 self.newest.popitem(last=False)
         if ticket_id in self.done:
+            found = self.done[ticket_id]
+            if found is not None and self.resend is not None:
+                # A renewal of a ticket already paired: the gateway never got
+                # (or has not yet got) the result. Sent again, to that gateway
+                # only; the gateway ignores a result it already answered.
+                self.metrics.request("reannounce").inc()
+                await _quietly(self.resend(request.session.gateway_id, found))
+                await message.ack()
+                return
             self.metrics.request("duplicate").inc()
             await message.ack()
             return
@@ -146,7 +159,7 @@ class PartitionWorker:
 
     async def _complete(self, pair: Pair, now: float) -> None:
         try:
-            await self.announce(pair)
+            found = await self.announce(pair)
         except Exception:  # the broker is away: both go back to the queue, to be paired again
             self.metrics.announce_failures.inc()
             log.exception("match found but not announced; requeueing both")
@@ -158,17 +171,17 @@ class PartitionWorker:
             return
         self.metrics.paired(pair, now)
         for ticket in (pair.a, pair.b):
-            await self._finish(ticket)
+            await self._finish(ticket, found)
 
-    async def _finish(self, ticket: Ticket) -> None:
+    async def _finish(self, ticket: Ticket, found: events_pb2.MatchFound | None = None) -> None:
         """The ticket leaves for good: ack its request."""
-        self._remember(ticket.ticket_id)
+        self._remember(ticket.ticket_id, found)
         message = self.held.pop(ticket.ticket_id, None)
         if message is not None:
             await _quietly(message.ack())
 
-    def _remember(self, ticket_id: str) -> None:
-        self.done[ticket_id] = None
+    def _remember(self, ticket_id: str, found: events_pb2.MatchFound | None = None) -> None:
+        self.done[ticket_id] = found
         if len(self.done) > DONE_MEMORY:
             self.done.popitem(last=False)
 

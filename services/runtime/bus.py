@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import aiormq
 import aiormq.connection
-from aio_pika.abc import ConnectionParameter
-from yarl import URL
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from google.protobuf.message import Message
+from yarl import URL
 
 from parley.v1 import events_pb2
 from services.runtime import envelope as env
+from services.runtime.coalescing import CoalescingRobustConnection, CoalescingTransportFactory
 from services.runtime.metrics import Metrics
 from services.runtime.topology import EVENTS_EXCHANGE, RELAY_EXCHANGE, QueueKind, QueueSpec
 
@@ -46,80 +46,13 @@ class BusUnavailable(RuntimeError):
     """The broker could not be reached within the deadline."""
 
 
-class _CoalescingWriter(asyncio.StreamWriter):
-    """A stream writer that hands everything written in one turn of the event
-    loop to the socket in one write.
-
-    aiormq writes every frame on its own (each publish, each ack) and the
-    transport sends each at once: one send() per frame. Over loopback TCP on
-    a small VM that syscall costs more than all the Python around it (in
-    the matcher's profile, 40% of its busy time was the socket write). Here
-    the frames of one turn go out together at the start of the next turn.
-    Order is kept (one buffer, one socket), and flow control too: `drain`
-    still waits while the transport's buffer is over its high-water mark."""
-
-    def __init__(self, transport, protocol, reader, loop) -> None:
-        super().__init__(transport, protocol, reader, loop)
-        self._pending: list[bytes] = []
-
-    def write(self, data) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
-
-    def writelines(self, data) -> None:
-        for chunk in data:
-            self.write(chunk)
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def write_eof(self):
-        self._flush()
-        return super().write_eof()
-
-    def close(self):
-        self._flush()
-        return super().close()
-
-
-class _CoalescingTransportFactory(aiormq.connection.TransportFactory):
-    """aiormq's transport factory (TCP, or TLS for amqps://) with a
-    _CoalescingWriter in place of the plain stream writer."""
-
-    async def create(self, url, **kwargs):
-        provider = kwargs.pop("ssl_context_provider", None)
-        ssl = await provider.get_context() if url.scheme == "amqps" and provider is not None else None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: protocol, host=url.host, port=url.port, ssl=ssl, **kwargs)
-        except OSError as exc:
-            raise aiormq.exceptions.AMQPConnectionError(*exc.args) from exc
-        return reader, _CoalescingWriter(transport, protocol, reader, loop)
-
-
-class _CoalescingRobustConnection(aio_pika.RobustConnection):
-    """A robust connection that passes `transport_factory` on to aiormq (so
-    every reconnection gets the coalescing writer too)."""
-
-    PARAMETERS = aio_pika.RobustConnection.PARAMETERS + (
-        ConnectionParameter(name="transport_factory", parser=lambda value: value, is_kwarg=True),
-    )
-
-
 class Bus:
     def __init__(self, url: str, service: str, instance_id: str, *, coalesce_writes: bool = False,
                  queue_fast_publishes: bool = False) -> None:
         """For services that publish and ack at high rates (the matcher):
 
         `coalesce_writes`: send the frames written in one turn of the event
-        loop in one socket write (see _CoalescingWriter).
+        loop in one socket write (see services/runtime/coalescing.py).
 
         `queue_fast_publishes`: an ephemeral publish returns once its frame
         is queued for the connection's writer (in order, before anything
@@ -165,9 +98,9 @@ class Bus:
             try:
                 if self.coalesce_writes:
                     # what connect_robust does, with the transport factory
-                    connection = _CoalescingRobustConnection(
+                    connection = CoalescingRobustConnection(
                         URL(self.url), client_properties={"connection_name": self.producer},
-                        transport_factory=_CoalescingTransportFactory())
+                        transport_factory=CoalescingTransportFactory())
                     await connection.connect(timeout=5)
                     self._connection = connection
                 else:

@@ -510,7 +510,6 @@ async def raw_latency(url: str, body: bytes, rate: float, seconds: float) -> dic
 
         async def on_message(message) -> None:  # an aiormq DeliveredMessage
             arrived = time.perf_counter()
-            arrived_wall = time.time()
             envelope = events_pb2.Envelope()
             envelope.ParseFromString(message.body)
             await message.ack()
@@ -645,7 +644,6 @@ async def bench(args, amqp_url: str, matcher: Matcher) -> dict:
         # the raw hop is measured on a quiet broker: the last step may have
         # left a backlog in the matcher
         await settle(matcher, gateways, args.deadline)
-        gateways.by_ticket.clear()
         gc.collect()
         gc.disable()
         try:

@@ -9,13 +9,11 @@ import time
 import urllib.request
 import uuid
 
-import aio_pika
 import grpc
 import pytest
 
 from parley.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
 from services.chat.client import ChatClient
-from services.runtime import envelope as env
 from services.runtime.bus import Bus
 from services.runtime.topology import gateway_relay, match_routing_key, matcher_partition
 
@@ -114,6 +112,9 @@ async def fake_gateway(amqp_url):
     bus = Bus(amqp_url, "gateway", gateway_id)
     await bus.connect(timeout=10)
     found: asyncio.Queue = asyncio.Queue()
+    # A pool of this test's own: requests other tests left in the module's
+    # durable queues never pair with this test's users.
+    language = "".join(chr(ord("a") + b % 26) for b in uuid.uuid4().bytes[:3])
 
     async def on_relay(envelope):
         if envelope.WhichOneof("event") == "match_found":
@@ -124,9 +125,9 @@ async def fake_gateway(amqp_url):
     async def request(session: str, device: str, ticket: str | None = None, **fields):
         message = events_pb2.MatchRequested(
             ticket_id=ticket or uuid.uuid4().hex, device_token=device, mode=TEXT, age_band=ADULT,
-            language="en", requested_at_unix_ms=int(time.time() * 1000),
+            language=language, requested_at_unix_ms=int(time.time() * 1000),
             session=common_pb2.SessionRef(gateway_id=gateway_id, session_id=session), **fields)
-        partition = matcher_partition(TEXT, ADULT, "en", PARTITIONS)
+        partition = matcher_partition(TEXT, ADULT, language, PARTITIONS)
         await bus.publish(message, routing_key=match_routing_key("match_requested", partition))
         return message
 
@@ -157,6 +158,10 @@ async def test_duplicate_and_replayed_requests_pair_once(start_service, fake_gat
     assert {match.a.session.session_id, match.b.session.session_id} == {"s1", "s2"}
     await request("s1", "d1", ticket=first.ticket_id)  # replayed after the pair
     await request("s3", "d3")
+    # The replay makes no second pair; it only sends s1's result again (a
+    # gateway that still renews a paired ticket never got its result).
+    again = await asyncio.wait_for(found.get(), 5)
+    assert again.match_id == match.match_id
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(found.get(), 1.0)
     assert waiting(matcher) == 1  # only s3

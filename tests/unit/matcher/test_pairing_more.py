@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 
 from services.matcher.pairing import PairKind, Pools, RecentPartners, Ticket
 

@@ -77,13 +77,18 @@ class Harness:
         self.clock = Clock()
         self.pairs: list[Pair] = []
         self.fail = fail
+        self.resent: list[tuple[str, events_pb2.MatchFound]] = []
         self.worker = PartitionWorker(0, Pools(fallback_after=fallback_after, ticket_ttl=ticket_ttl),
-                                      self.announce, MatcherMetrics(), clock=self.clock)
+                                      self.announce, MatcherMetrics(), clock=self.clock, resend=self.resend)
 
-    async def announce(self, pair: Pair) -> None:
+    async def announce(self, pair: Pair) -> events_pb2.MatchFound:
         if self.fail:
             raise ConnectionError("broker away")
         self.pairs.append(pair)
+        return events_pb2.MatchFound(match_id=f"m{len(self.pairs)}")
+
+    async def resend(self, gateway_id: str, found: events_pb2.MatchFound) -> None:
+        self.resent.append((gateway_id, found))
 
     async def send(self, envelope: events_pb2.Envelope, redelivered: bool = False,
                    channel: FakeChannel | None = None) -> FakeMessage:
@@ -367,3 +372,17 @@ async def test_a_renewal_after_the_ttl_recreates_the_expired_ticket():
     assert len(h.worker.pools) == 0
     renewal = await h.send(request("t1"))
     assert "t1" in h.worker.pools and h.worker.held.get("t1") is renewal
+
+
+async def test_a_renewal_of_a_paired_ticket_sends_its_match_again_to_that_gateway_only():
+    # The MatchFound to one gateway was lost: that gateway still renews the
+    # ticket, and must get the result again rather than wait forever.
+    h = Harness()
+    await h.send(request("t1", gateway="g1"))
+    await h.send(request("t2", gateway="g2"))
+    renewal = await h.send(request("t1", gateway="g1"))
+    assert renewal.acked == 1 and h.resent == [("g1", events_pb2.MatchFound(match_id="m1"))]
+    assert h.paired() == [{"t1", "t2"}] and len(h.worker.pools) == 0  # no second pair
+    await h.send(cancel("t3"))
+    await h.send(request("t3"))  # a cancelled ticket's replay: ignored, nothing re-sent
+    assert len(h.resent) == 1 and "t3" not in h.worker.pools
