@@ -38,7 +38,9 @@ class GatewayService:
             proposal_timeout=settings.proposal_timeout_seconds,
             publish_timeout=settings.publish_timeout_seconds,
             matcher_partitions=settings.matcher_partitions,
-            renew_interval=settings.ticket_renew_seconds)
+            renew_interval=settings.ticket_renew_seconds,
+            language_fallback_after=settings.language_fallback_seconds,
+            fallback_language=settings.fallback_language)
         self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
         self._serving = False
         self.http = HttpServer(build_http_app(lambda: self._serving), settings.http_host, settings.http_port)

@@ -41,7 +41,8 @@ class LiveSession:
 class SessionHub:
     def __init__(self, gateway_id: str, bus: Bus, bans: BanGate, tokens: DeviceTokens,
                  hasher: AddressHasher, proposal_timeout: float, publish_timeout: float = 3.0,
-                 matcher_partitions: int = DEFAULT_MATCHER_PARTITIONS, renew_interval: float = 10.0) -> None:
+                 matcher_partitions: int = DEFAULT_MATCHER_PARTITIONS, renew_interval: float = 10.0,
+                 language_fallback_after: float = 0.0, fallback_language: str = "en") -> None:
         self.gateway_id = gateway_id
         self.bus = bus
         self.bans = bans
@@ -51,6 +52,8 @@ class SessionHub:
         self.publish_timeout = publish_timeout
         self.matcher_partitions = matcher_partitions
         self.renew_interval = renew_interval
+        self.language_fallback_after = language_fallback_after
+        self.fallback_language = fallback_language
         self.sessions: dict[str, LiveSession] = {}
         metrics = Metrics("gateway")
         self.m_sessions = metrics.gauge("sessions", "Live sessions, by phase and transport",
@@ -75,7 +78,9 @@ class SessionHub:
                 reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category))]
         ref = common_pb2.SessionRef(gateway_id=self.gateway_id, session_id=uuid.uuid4().hex)
         machine = SessionMachine(ref, identity, new_id=lambda: uuid.uuid4().hex, now=time.time,
-                                 proposal_timeout=self.proposal_timeout, renew_interval=self.renew_interval)
+                                 proposal_timeout=self.proposal_timeout, renew_interval=self.renew_interval,
+                                 language_fallback_after=self.language_fallback_after,
+                                 fallback_language=self.fallback_language)
         live = LiveSession(machine=machine, transport=transport)
         self.sessions[ref.session_id] = live
         self.m_opened.labels(transport).inc()
@@ -187,7 +192,7 @@ class SessionHub:
             elif isinstance(effect, Publish):
                 try:
                     await self.bus.publish(effect.event, timeout=self.publish_timeout,
-                                           routing_key=self._routing_key(live, effect.event))
+                                           routing_key=self._routing_key(effect.event))
                 except BusUnavailable:
                     log.error("publish failed", extra={"event": effect.event.DESCRIPTOR.name})
                     live.send(error(gateway_pb2.Error.CODE_UNAVAILABLE,
@@ -201,14 +206,13 @@ class SessionHub:
                 live.outbox.put_nowait(CLOSED)
                 log.info("session ended by the gateway", extra={"reason": effect.reason})
 
-    def _routing_key(self, live: LiveSession, event) -> str | None:
-        """Match requests and cancels go to the matcher partition of the
-        session's pool; other events use their own key."""
+    def _routing_key(self, event) -> str | None:
+        """Match requests and cancels go to the matcher partition of the pool
+        they name; other events use their own key."""
         name = event.DESCRIPTOR.name
         if name not in ("MatchRequested", "MatchCancelled"):
             return None
-        join = live.machine.join
-        partition = matcher_partition(join.mode, join.age_band, join.language, self.matcher_partitions)
+        partition = matcher_partition(event.mode, event.age_band, event.language, self.matcher_partitions)
         return match_routing_key("match_requested" if name == "MatchRequested" else "match_cancelled", partition)
 
     async def _send_relay(self, gateway_id: str, frame: events_pb2.RelayFrame) -> None:

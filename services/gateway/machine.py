@@ -92,13 +92,16 @@ class Conversation:
 class SessionMachine:
     def __init__(self, ref: common_pb2.SessionRef, identity: common_pb2.Identity,
                  new_id: Callable[[], str], now: Callable[[], float],
-                 proposal_timeout: float = 5.0, renew_interval: float = 10.0) -> None:
+                 proposal_timeout: float = 5.0, renew_interval: float = 10.0,
+                 language_fallback_after: float = 0.0, fallback_language: str = "en") -> None:
         self.ref = ref
         self.identity = identity
         self._new_id = new_id
         self._now = now
         self.proposal_timeout = proposal_timeout
         self.renew_interval = renew_interval
+        self.language_fallback_after = language_fallback_after
+        self.fallback_language = fallback_language
         self.phase = Phase.IDLE
         self.join: gateway_pb2.Join | None = None
         self.ticket_id: str | None = None
@@ -228,7 +231,7 @@ class SessionMachine:
 
     # ------------------------------------------------------------ transitions
 
-    def _enqueue(self, at_head: bool) -> list[Effect]:
+    def _enqueue(self, at_head: bool, language: str | None = None) -> list[Effect]:
         self.phase = Phase.WAITING
         self.ticket_id = self._new_id()
         self._ticket_count += 1
@@ -240,7 +243,7 @@ class SessionMachine:
         join = self.join
         request = events_pb2.MatchRequested(
             ticket_id=self.ticket_id, session=self.ref, device_token=self.identity.device_token,
-            mode=join.mode, age_band=join.age_band, language=join.language,
+            mode=join.mode, age_band=join.age_band, language=language or join.language,
             interests=list(join.interests), interests_only=join.interests_only,
             avoid_device_tokens=sorted(self.avoid), at_head=at_head,
             requested_at_unix_ms=int(self._waiting_since * 1000), session_seq=self._ticket_count)
@@ -255,7 +258,7 @@ class SessionMachine:
         """Leave whatever the session is doing and become idle."""
         effects: list[Effect] = []
         if self.phase is Phase.WAITING:
-            effects.append(Publish(events_pb2.MatchCancelled(ticket_id=self.ticket_id, session=self.ref)))
+            effects.append(Publish(self._cancel()))
         elif self.phase is Phase.PROPOSED:
             effects.append(self._refuse(self.proposal.match_id, self.proposal.peer, reason))
         elif self.phase is Phase.CONNECTED:
@@ -268,6 +271,11 @@ class SessionMachine:
         self.proposal = None
         self.conversation = None
         return effects
+
+    def _cancel(self) -> events_pb2.MatchCancelled:
+        request = self._request
+        return events_pb2.MatchCancelled(ticket_id=request.ticket_id, session=self.ref, mode=request.mode,
+                                         age_band=request.age_band, language=request.language)
 
     def _relay(self, conversation: Conversation, **kind) -> events_pb2.RelayFrame:
         return events_pb2.RelayFrame(match_id=conversation.match_id, to=conversation.peer,
@@ -428,10 +436,21 @@ class SessionMachine:
         self.phase = Phase.CLOSED
         return effects
 
+    def _language_fallback_due(self, now: float) -> bool:
+        return (self.phase is Phase.WAITING and self.language_fallback_after > 0
+                and not self.join.interests_only
+                and self._request.language != self.fallback_language
+                and now - self._waiting_since >= self.language_fallback_after)
+
     def on_tick(self) -> list[Effect]:
         """Renew a waiting ticket (the matcher drops tickets nobody renews, and
         re-creates one it lost); give up a proposal never answered."""
         now = self._now()
+        if self._language_fallback_due(now):
+            # Nobody speaks this language right now: wait on in the fallback
+            # language's pool (same mode and band), first in line there.
+            cancel = Publish(self._cancel())
+            return [cancel] + self._enqueue(at_head=True, language=self.fallback_language)
         if self.phase is Phase.WAITING and now - self._sent_at >= self.renew_interval:
             self._sent_at = now
             return [Publish(self._request)]

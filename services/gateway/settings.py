@@ -37,6 +37,11 @@ class GatewaySettings(CommonSettings):
     ticket_renew_seconds: float = setting(
         10.0, minimum=0.1, maximum=600,
         help="how often a waiting session renews its ticket (keep well under the matcher's TTL)")
+    language_fallback_seconds: float = setting(
+        10.0, minimum=0, maximum=3600,
+        help="a user waiting this long in a small language's pool moves to the fallback "
+             "language's pool (0: never); interests-only users stay")
+    fallback_language: str = setting("en", help="the pool that users of small languages fall back to")
     proposal_timeout_seconds: float = setting(
         5.0, minimum=0.1, maximum=60,
         help="a proposed match the other gateway does not answer is given up after this")

@@ -283,3 +283,29 @@ def test_signaling_is_relayed_only_in_video_mode():
     deliver(v1.on_match_found(found(v1, v2)) + v2.on_match_found(found(v1, v2)), {"v1": v1, "v2": v2})
     got = deliver(v1.on_frame(frame(signal=gateway_pb2.Signal(offer_sdp="v=0"))), {"v2": v2})
     assert got[0].frame.signal.offer_sdp == "v=0"
+
+
+def test_a_user_alone_in_a_small_language_falls_back_to_the_fallback_language():
+    clock = Clock()
+    counter = itertools.count()
+    m = SessionMachine(common_pb2.SessionRef(gateway_id="g1", session_id="s1"),
+                       common_pb2.Identity(device_token="d1"), new_id=lambda: f"id{next(counter)}",
+                       now=clock, language_fallback_after=10, fallback_language="en")
+    first = published(m.on_frame(join(language="is")), "MatchRequested")[0]
+    clock.t += 9
+    assert m.on_tick() == []
+    clock.t += 2
+    effects = m.on_tick()
+    (cancel,) = published(effects, "MatchCancelled")
+    (moved,) = published(effects, "MatchRequested")
+    assert (cancel.ticket_id, cancel.language) == (first.ticket_id, "is")  # reaches the old partition
+    assert moved.language == "en" and moved.at_head and moved.age_band == first.age_band
+    assert moved.requested_at_unix_ms == first.requested_at_unix_ms
+    clock.t += 20
+    assert published(m.on_tick(), "MatchCancelled") == []  # once only
+    only = SessionMachine(common_pb2.SessionRef(gateway_id="g1", session_id="s2"),
+                          common_pb2.Identity(device_token="d2"), new_id=lambda: "x", now=clock,
+                          language_fallback_after=10)
+    only.on_frame(join(language="is", interests=["sagas"], interests_only=True))
+    clock.t += 60
+    assert published(only.on_tick(), "MatchCancelled") == []  # interests-only users stay
