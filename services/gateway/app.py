@@ -13,6 +13,7 @@ from services.gateway.grpc_api import MAX_FRAME_BYTES, SERVICE_NAME, GatewayApi
 from services.gateway.http import HttpServer, build_http_app
 from services.gateway.hub import SessionHub
 from services.gateway.identity import AddressHasher, DeviceTokens
+from services.gateway.websocket import WebSocketApi
 from services.gateway.settings import DEV_DEVICE_TOKEN_SECRET, DEV_IP_PEPPER, GatewaySettings
 from services.runtime.bus import Bus
 from services.runtime.topology import gateway_relay, moderation_reports
@@ -43,7 +44,9 @@ class GatewayService:
             fallback_language=settings.fallback_language)
         self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
         self._serving = False
-        self.http = HttpServer(build_http_app(lambda: self._serving), settings.http_host, settings.http_port)
+        http_app = build_http_app(lambda: self._serving)
+        WebSocketApi(self.hub, settings.hello_timeout_seconds).register(http_app)
+        self.http = HttpServer(http_app, settings.http_host, settings.http_port)
         self._ticker: asyncio.Task | None = None
 
     def register(self, server: grpc.aio.Server) -> None:

@@ -1,5 +1,5 @@
 """The gateway's HTTP side: a health endpoint for load balancers that do not
-speak gRPC health. (The WebSocket transport and the web client join it.)"""
+speak gRPC health, and the WebSocket transport (registered by the app)."""
 from __future__ import annotations
 
 from aiohttp import web

@@ -16,7 +16,7 @@ class GatewaySettings(CommonSettings):
     service = "gateway"
 
     grpc_port: int = setting(50051, minimum=0, maximum=65535, help="gRPC port (client sessions)")
-    http_port: int = setting(8080, minimum=0, maximum=65535, help="HTTP port (health; WebSocket)")
+    http_port: int = setting(8080, minimum=0, maximum=65535, help="HTTP port (WebSocket sessions at /ws, /healthz)")
     http_host: str = setting("0.0.0.0", help="address the HTTP server binds")
     metrics_port: int = setting(9101, minimum=0, maximum=65535, help="Prometheus /metrics port")
     ban_addr: str = setting("127.0.0.1:50054", help="host:port of the ban service")
