@@ -13,8 +13,9 @@ from services.gateway.grpc_api import MAX_FRAME_BYTES, SERVICE_NAME, GatewayApi
 from services.gateway.http import HttpServer, build_http_app
 from services.gateway.hub import SessionHub
 from services.gateway.identity import AddressHasher, DeviceTokens
+from services.gateway.settings import DEV_DEVICE_TOKEN_SECRET, DEV_IP_PEPPER, DEV_TURN_SECRET, GatewaySettings
+from services.gateway.turn import TurnCredentials
 from services.gateway.websocket import WebSocketApi
-from services.gateway.settings import DEV_DEVICE_TOKEN_SECRET, DEV_IP_PEPPER, GatewaySettings
 from services.runtime.bus import Bus
 from services.runtime.topology import gateway_relay, moderation_reports
 
@@ -27,9 +28,12 @@ class GatewayService:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        if not settings.ip_pepper or not settings.device_token_secret:
-            log.warning("PARLEY_IP_PEPPER or PARLEY_DEVICE_TOKEN_SECRET unset: using development "
-                        "secrets; set both in production")
+        if not (settings.ip_pepper and settings.device_token_secret and settings.turn_secret):
+            log.warning("PARLEY_IP_PEPPER, PARLEY_DEVICE_TOKEN_SECRET or PARLEY_TURN_SECRET unset: "
+                        "using development secrets; set all three in production")
+        if not settings.turn_urls:
+            log.warning("PARLEY_GATEWAY_TURN_URLS unset: video clients get no TURN server, and "
+                        "with relay-only ICE their video cannot connect")
         self.bus = Bus(settings.amqp_url, "gateway", settings.instance_id)
         self.bans = BanGate(settings.ban_addr, settings.ban_check_timeout_seconds)
         self.hub = SessionHub(
@@ -41,7 +45,9 @@ class GatewayService:
             matcher_partitions=settings.matcher_partitions,
             renew_interval=settings.ticket_renew_seconds,
             language_fallback_after=settings.language_fallback_seconds,
-            fallback_language=settings.fallback_language)
+            fallback_language=settings.fallback_language,
+            turn=TurnCredentials(settings.turn_secret or DEV_TURN_SECRET, settings.turn_urls,
+                                 settings.turn_ttl_seconds))
         self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
         self._serving = False
         http_app = build_http_app(lambda: self._serving)

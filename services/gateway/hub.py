@@ -13,6 +13,7 @@ from parley.v1 import common_pb2, events_pb2, gateway_pb2
 from services.gateway.bans import BanGate
 from services.gateway.identity import AddressHasher, DeviceTokens
 from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachine, ToClient, error
+from services.gateway.turn import TurnCredentials
 from services.runtime.bus import Bus, BusUnavailable
 from services.runtime.logs import session_context
 from services.runtime.metrics import Metrics
@@ -42,7 +43,8 @@ class SessionHub:
     def __init__(self, gateway_id: str, bus: Bus, bans: BanGate, tokens: DeviceTokens,
                  hasher: AddressHasher, proposal_timeout: float, publish_timeout: float = 3.0,
                  matcher_partitions: int = DEFAULT_MATCHER_PARTITIONS, renew_interval: float = 10.0,
-                 language_fallback_after: float = 0.0, fallback_language: str = "en") -> None:
+                 language_fallback_after: float = 0.0, fallback_language: str = "en",
+                 turn: TurnCredentials | None = None) -> None:
         self.gateway_id = gateway_id
         self.bus = bus
         self.bans = bans
@@ -54,6 +56,7 @@ class SessionHub:
         self.renew_interval = renew_interval
         self.language_fallback_after = language_fallback_after
         self.fallback_language = fallback_language
+        self.turn = turn
         self.sessions: dict[str, LiveSession] = {}
         metrics = Metrics("gateway")
         self.m_sessions = metrics.gauge("sessions", "Live sessions, by phase and transport",
@@ -80,7 +83,8 @@ class SessionHub:
         machine = SessionMachine(ref, identity, new_id=lambda: uuid.uuid4().hex, now=time.time,
                                  proposal_timeout=self.proposal_timeout, renew_interval=self.renew_interval,
                                  language_fallback_after=self.language_fallback_after,
-                                 fallback_language=self.fallback_language)
+                                 fallback_language=self.fallback_language,
+                                 ice_config=self.turn.ice_config if self.turn else None)
         live = LiveSession(machine=machine, transport=transport)
         self.sessions[ref.session_id] = live
         self.m_opened.labels(transport).inc()

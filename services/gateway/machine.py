@@ -93,7 +93,8 @@ class SessionMachine:
     def __init__(self, ref: common_pb2.SessionRef, identity: common_pb2.Identity,
                  new_id: Callable[[], str], now: Callable[[], float],
                  proposal_timeout: float = 5.0, renew_interval: float = 10.0,
-                 language_fallback_after: float = 0.0, fallback_language: str = "en") -> None:
+                 language_fallback_after: float = 0.0, fallback_language: str = "en",
+                 ice_config: Callable[[str, float], gateway_pb2.IceConfig] | None = None) -> None:
         self.ref = ref
         self.identity = identity
         self._new_id = new_id
@@ -102,6 +103,7 @@ class SessionMachine:
         self.renew_interval = renew_interval
         self.language_fallback_after = language_fallback_after
         self.fallback_language = fallback_language
+        self._ice_config = ice_config  # (session id, now) -> TURN servers for video
         self.phase = Phase.IDLE
         self.join: gateway_pb2.Join | None = None
         self.ticket_id: str | None = None
@@ -397,9 +399,12 @@ class SessionMachine:
         self.proposal = None
         self.conversation = Conversation(match_id=frame.match_id, peer=peer,
                                          peer_identity=frame.accept.identity)
-        return [ToClient(gateway_pb2.ServerFrame(connected=gateway_pb2.Connected(
+        connected = gateway_pb2.Connected(
             match_id=frame.match_id, common_interests=proposal.common_interests,
-            random_fallback=proposal.random_fallback, offerer=proposal.offerer)))]
+            random_fallback=proposal.random_fallback, offerer=proposal.offerer)
+        if self.join.mode == common_pb2.MODE_VIDEO and self._ice_config is not None:
+            connected.ice.CopyFrom(self._ice_config(self.ref.session_id, self._now()))
+        return [ToClient(gateway_pb2.ServerFrame(connected=connected))]
 
     def _peer_refused(self, frame: events_pb2.RelayFrame) -> list[Effect]:
         peer = getattr(frame, "from")

@@ -9,6 +9,7 @@ from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS
 # box; the gateway logs a warning when it falls back to them.
 DEV_IP_PEPPER = "parley-development-pepper"
 DEV_DEVICE_TOKEN_SECRET = "parley-development-device-secret"
+DEV_TURN_SECRET = "parley-development-turn-secret"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ class GatewaySettings(CommonSettings):
         help="a user waiting this long in a small language's pool moves to the fallback "
              "language's pool (0: never); interests-only users stay")
     fallback_language: str = setting("en", help="the pool that users of small languages fall back to")
+    turn_secret: str = setting("", shared=True, secret=True,
+                               help="secret shared with coturn (use-auth-secret) for TURN credentials")
+    turn_urls: tuple[str, ...] = setting(
+        (), help="TURN URLs handed to video clients, comma-separated, e.g. "
+                 "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349?transport=tcp")
+    turn_ttl_seconds: int = setting(600, minimum=60, maximum=86400,
+                                    help="how long a TURN credential is valid")
     proposal_timeout_seconds: float = setting(
         5.0, minimum=0.1, maximum=60,
         help="a proposed match the other gateway does not answer is given up after this")

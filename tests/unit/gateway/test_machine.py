@@ -274,6 +274,29 @@ def test_video_only_ban_spares_text_sessions():
     assert a.on_ban(lifted) == []
 
 
+def test_video_strangers_get_relay_only_turn_credentials_text_ones_none():
+    def ice(session_id, now):
+        return gateway_pb2.IceConfig(transport_policy="relay", servers=[gateway_pb2.IceServer(
+            urls=["turn:t:3478"], username=f"{int(now) + 600}:{session_id}", credential="c")])
+
+    def video_machine(name):
+        counter = itertools.count()
+        return SessionMachine(common_pb2.SessionRef(gateway_id="g", session_id=name),
+                              common_pb2.Identity(device_token=f"dev-{name}"),
+                              new_id=lambda: f"{name}-{next(counter)}", now=Clock(), ice_config=ice)
+    v1, v2 = video_machine("v1"), video_machine("v2")
+    v1.on_frame(join(mode=common_pb2.MODE_VIDEO)), v2.on_frame(join(mode=common_pb2.MODE_VIDEO))
+    got = deliver(v1.on_match_found(found(v1, v2)) + v2.on_match_found(found(v1, v2)), {"v1": v1, "v2": v2})
+    connected = {e.frame.connected.offerer: e.frame.connected for e in got}
+    assert set(connected) == {True, False}
+    for c in connected.values():
+        assert c.ice.transport_policy == "relay" and c.ice.servers[0].urls == ["turn:t:3478"]
+    t1, t2 = video_machine("t1"), video_machine("t2")
+    t1.on_frame(join()), t2.on_frame(join())
+    got = deliver(t1.on_match_found(found(t1, t2)) + t2.on_match_found(found(t1, t2)), {"t1": t1, "t2": t2})
+    assert all(not e.frame.connected.HasField("ice") for e in got)
+
+
 def test_signaling_is_relayed_only_in_video_mode():
     a, b = machine("a"), machine("b")
     connect(a, b)
