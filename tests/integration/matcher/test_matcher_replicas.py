@@ -89,6 +89,9 @@ async def test_partitions_spread_over_replicas(start_service):
 
     await eventually(lambda: sum(owned()) == PARTITIONS and all(owned()), 10,
                      "both replicas own partitions and together all of them")
+    # ... and the first, which had them all, has handed the second its share.
+    await eventually(lambda: metric(first, "parley_matcher_rebalances_total") >= PARTITIONS - owned()[0], 10,
+                     "the first replica handed over the partitions it does not own")
     gateway = start_service("gateway")
     # Traffic in many pools reaches both replicas.
     clients = []
