@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,23 +19,10 @@ from pathlib import Path
 import pytest
 
 from services.runtime.health import wait_until_serving
+from tests.support import BROKER, add_vhost, delete_vhost, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = os.environ.get("PARLEY_TEST_BROKER", "127.0.0.1:5672")
 PG_ADMIN_URL = os.environ.get("PARLEY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    result = subprocess.run([ctl, *args], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +30,8 @@ def amqp_url():
     """A RabbitMQ virtual host of this test module's own, deleted at its end:
     runs, and test files within a run, never see each other's queues."""
     vhost = f"parley-test-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@{BROKER}/{vhost}"
-    _rabbitmqctl("delete_vhost", vhost)
+    yield add_vhost(vhost)
+    delete_vhost(vhost)
 
 
 @pytest.fixture(scope="session")

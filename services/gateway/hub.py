@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from parley.v1 import common_pb2, events_pb2, gateway_pb2
 from services.gateway.bans import BanGate
 from services.gateway.identity import AddressHasher, DeviceTokens
-from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachine, ToClient, error
+from services.gateway.machine import (Close, Phase, Publish, Relay, SessionMachine, ToClient, ban_applies,
+                                     error)
 from services.gateway.turn import TurnCredentials
 from services.runtime.bus import Bus, BusUnavailable
 from services.runtime.logs import session_context
@@ -153,7 +154,10 @@ class SessionHub:
             ban = envelope.ban_issued.ban
             self.bans.remember(ban)
             for live in list(self.sessions.values()):
-                await self._apply(live, lambda m: m.on_ban(ban))
+                # Checked here first so that a ban costs no lock per session
+                # it does not concern; the machine checks again under the lock.
+                if ban_applies(ban, live.machine.identity, live.machine.mode):
+                    await self._apply(live, lambda m: m.on_ban(ban))
         elif field == "ban_lifted":
             self.bans.forget(envelope.ban_lifted.ban)
 

@@ -175,12 +175,6 @@ class MatcherService:
                 RESUBSCRIBE_AFTER, lambda: asyncio.ensure_future(self._resubscribe(worker)))
 
 
-def _participant(ticket: Ticket) -> events_pb2.MatchParticipant:
-    participant = events_pb2.MatchParticipant()
-    _fill_participant(participant, ticket)
-    return participant
-
-
 def _fill_participant(participant: events_pb2.MatchParticipant, ticket: Ticket) -> None:
     """Set the fields of a participant in place (no message built and copied)."""
     participant.ticket_id = ticket.ticket_id

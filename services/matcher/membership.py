@@ -38,10 +38,15 @@ class Membership:
         return sorted(members)
 
     def owner(self, partition: int, now: float) -> str:
-        return max(self.alive(now), key=lambda member: _score(partition, member))
+        return _owner(partition, self.alive(now))
 
     def owned(self, partitions: int, now: float) -> set[int]:
-        return {p for p in range(partitions) if self.owner(p, now) == self.me}
+        alive = self.alive(now)
+        return {p for p in range(partitions) if _owner(p, alive) == self.me}
+
+
+def _owner(partition: int, alive: list[str]) -> str:
+    return max(alive, key=lambda member: _score(partition, member))
 
 
 def _score(partition: int, member: str) -> bytes:

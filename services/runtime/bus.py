@@ -189,22 +189,14 @@ class Bus:
             await self._publish(envelope, RELAY_EXCHANGE, gateway_id, False, timeout)
 
     async def _publish(self, envelope, exchange_name, routing_key, durable, timeout) -> None:
+        """Publish, retrying while the connection recovers, until `timeout`."""
         field = envelope.WhichOneof("event")
-        if not durable:
-            await self._publish_fast(envelope, field, exchange_name, routing_key, timeout)
-            return
-        message = aio_pika.Message(
-            envelope.SerializeToString(),
-            content_type=env.CONTENT_TYPE,
-            type=_TYPE_NAMES[field],
-            message_id=envelope.event_id,
-            app_id=self.producer,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        send = (self._durable_sender if durable else self._fast_sender)(
+            envelope, field, exchange_name, routing_key, timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                await self._exchanges[exchange_name].publish(message, routing_key, timeout=timeout)
+                await send()
                 self._published_count(field).inc()
                 return
             except _CONNECTION_ERRORS as exc:
@@ -213,7 +205,22 @@ class Bus:
                     raise BusUnavailable(f"publish to {exchange_name}/{routing_key} failed: {exc}") from exc
                 await asyncio.sleep(0.2)
 
-    async def _publish_fast(self, envelope, field, exchange_name, routing_key, timeout) -> None:
+    def _durable_sender(self, envelope, field, exchange_name, routing_key, timeout):
+        """Persistent, on the channel with confirms: returns once confirmed."""
+        message = aio_pika.Message(
+            envelope.SerializeToString(),
+            content_type=env.CONTENT_TYPE,
+            type=_TYPE_NAMES[field],
+            message_id=envelope.event_id,
+            app_id=self.producer,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+
+        async def send() -> None:
+            await self._exchanges[exchange_name].publish(message, routing_key, timeout=timeout)
+        return send
+
+    def _fast_sender(self, envelope, field, exchange_name, routing_key, timeout):
         """Ephemeral events, on the channel without confirms: what
         aio_pika's Exchange.publish does (mandatory, the same properties),
         straight on the channel underneath, without building an
@@ -227,22 +234,15 @@ class Bus:
             app_id=self.producer,
             delivery_mode=_NOT_PERSISTENT,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self._fast.is_closed:
-                    raise aiormq.exceptions.ChannelInvalidStateError(f"{self._fast!r} closed")
-                channel = await self._fast.get_underlay_channel()
-                await channel.basic_publish(body, exchange=exchange_name, routing_key=routing_key,
-                                            properties=properties, mandatory=True, timeout=timeout,
-                                            wait=not self.queue_fast_publishes)
-                self._published_count(field).inc()
-                return
-            except _CONNECTION_ERRORS as exc:
-                if time.monotonic() > deadline:
-                    self._publish_failures.inc()
-                    raise BusUnavailable(f"publish to {exchange_name}/{routing_key} failed: {exc}") from exc
-                await asyncio.sleep(0.2)
+
+        async def send() -> None:
+            if self._fast.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError(f"{self._fast!r} closed")
+            channel = await self._fast.get_underlay_channel()
+            await channel.basic_publish(body, exchange=exchange_name, routing_key=routing_key,
+                                        properties=properties, mandatory=True, timeout=timeout,
+                                        wait=not self.queue_fast_publishes)
+        return send
 
     def _published_count(self, field: str):
         child = self._published_children.get(field)
@@ -299,7 +299,7 @@ class Bus:
                     await self._dead_letter(spec, message, f"handler failed: {exc!r}", field)
                 else:
                     log.exception("handler failed; requeueing once", extra={"queue": spec.name})
-                    self._consumed.labels(field, "requeued").inc()
+                    self._consumed_count(field, "requeued").inc()
                     await message.nack(requeue=True)
                 return
             self._consumed_count(field, "ok").inc()
@@ -317,7 +317,7 @@ class Bus:
             except Exception as exc:
                 if is_transient is None or not is_transient(exc):
                     raise
-                self._consumed.labels(env.kind_of(envelope).field, "retried").inc()
+                self._consumed_count(env.kind_of(envelope).field, "retried").inc()
                 log.warning("transient failure; retrying", extra={
                     "queue": spec.name, "error": repr(exc), "retry_in_seconds": delay})
                 await asyncio.sleep(delay)
@@ -334,7 +334,7 @@ class Bus:
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         await self._confirmed.default_exchange.publish(copy, spec.dlq)
         self._dead_lettered.labels(spec.metric_label).inc()
-        self._consumed.labels(field, "dead_lettered").inc()
+        self._consumed_count(field, "dead_lettered").inc()
         await message.ack()
 
 

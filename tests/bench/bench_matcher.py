@@ -60,7 +60,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -80,10 +79,10 @@ from aiormq import spec  # noqa: E402
 from parley.v1 import common_pb2, events_pb2  # noqa: E402
 from services.runtime import envelope as env  # noqa: E402
 from services.runtime.health import wait_until_serving  # noqa: E402
+from tests.support import add_vhost, delete_vhost, free_port  # noqa: E402
 from services.runtime.topology import (  # noqa: E402
     EVENTS_EXCHANGE, QueueKind, QueueSpec, gateway_relay, match_routing_key, matcher_partition)
 
-BROKER = os.environ.get("PARLEY_TEST_BROKER", "127.0.0.1:5672")
 TIME_BUDGET = 170.0           # seconds, the whole run
 SUSTAIN_HANDLED = 0.95        # share of offered requests the matcher must handle
 SUSTAIN_P99_MS = 200.0        # pair p99 under which a step counts as sustained
@@ -101,19 +100,6 @@ INTEREST_WEIGHTS = tuple(1 / (i + 1) ** 0.8 for i in range(len(INTERESTS)))
 
 
 # ---------------------------------------------------------------- the machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    result = subprocess.run([ctl, *args], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -728,15 +714,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     args.deadline = time.monotonic() + TIME_BUDGET
     vhost = f"parley-bench-{uuid.uuid4().hex[:10]}"
-    amqp_url = f"amqp://guest:guest@{BROKER}/{vhost}"
     log_dir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     matcher: Matcher | None = None
     summary: dict | None = None
     vhost_made = False
     try:
-        rabbitmqctl("add_vhost", vhost)
-        vhost_made = True
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        vhost_made = True  # delete_vhost is harmless if add_vhost failed half way
+        amqp_url = add_vhost(vhost)
         matcher = Matcher(amqp_url, args.partitions, log_dir / "matcher.log")
         matcher.start()
         say(f"matcher pid {matcher.pid} serving on vhost {vhost}")
@@ -753,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
             matcher.stop()
         if vhost_made:
             with contextlib.suppress(Exception):
-                rabbitmqctl("delete_vhost", vhost)
+                delete_vhost(vhost)
         if args.keep_log:
             say(f"matcher log kept in {log_dir}")
         else:

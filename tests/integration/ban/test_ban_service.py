@@ -3,8 +3,6 @@ real RabbitMQ (this run's vhost), its SQLite store on disk."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -20,16 +18,12 @@ from services.ban import cli
 from services.runtime import envelope as env
 from services.runtime.bus import Bus
 from services.runtime.topology import EVENTS_EXCHANGE
+from tests.support import add_vhost, delete_vhost
 
 pytestmark = pytest.mark.integration
 
 
 # ------------------------------------------------------------ helpers
-
-def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
-
 
 async def eventually(probe, timeout: float = 5.0, interval: float = 0.05):
     """Call `probe` (async) until it returns something truthy."""
@@ -283,13 +277,11 @@ async def test_a_ban_stands_when_it_cannot_be_announced(start_service, amqp_url)
     """The broker goes away after the service started: IssueBan still answers
     with the stored ban, CheckBan enforces it, and the failure is counted."""
     vhost = f"parley-ban-lost-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
     try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        service = start_service("ban", PARLEY_AMQP_URL=amqp_url.rsplit("/", 1)[0] + f"/{vhost}",
+        service = start_service("ban", PARLEY_AMQP_URL=add_vhost(vhost),
                                 PARLEY_BAN_ANNOUNCE_TIMEOUT_SECONDS="0.5")
     finally:
-        rabbitmqctl("delete_vhost", vhost)  # closes the service's connection for good
+        delete_vhost(vhost)  # closes the service's connection for good
     channel, stub = stub_for(service)
     async with channel:
         ban = await stub.IssueBan(ban_pb2.IssueBanRequest(subject=ban_pb2.Subject(device_token="dev-l"),

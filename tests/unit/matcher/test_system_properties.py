@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 
 from parley.v1 import common_pb2, events_pb2, gateway_pb2
 from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachine
-from services.matcher.app import _participant
+from services.matcher.app import _fill_participant
 from services.matcher.metrics import MatcherMetrics
 from services.matcher.pairing import Pair, Pools, compatible
 from services.matcher.partition import PartitionWorker
@@ -68,6 +68,13 @@ SETTLE_ROUNDS = int(TICKET_TTL + PROPOSAL_TIMEOUT + RENEW_INTERVAL)  # one simul
 MAX_SESSIONS = 12
 
 METRICS = MatcherMetrics()
+
+
+def _participant(ticket) -> events_pb2.MatchParticipant:
+    """The participant as the matcher announces it."""
+    participant = events_pb2.MatchParticipant()
+    _fill_participant(participant, ticket)
+    return participant
 
 
 def run(coroutine):
