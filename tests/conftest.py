@@ -119,6 +119,10 @@ def service_env(amqp_url, tmp_path):
             env[prefix + "DATABASE_URL"] = f"sqlite:///{tmp_path}/{name}-{uuid.uuid4().hex[:6]}.db"
         if name == "gateway":
             env[prefix + "HTTP_PORT"] = str(free_port())
+            # A real proof of work, small enough for hundreds of test sessions;
+            # tests of the door set their own.
+            env[prefix + "POW_BITS"] = "8"
+            env[prefix + "POW_FREE_SESSIONS_PER_MINUTE"] = "100000"
         env.update(overrides)
         return env
 

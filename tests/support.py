@@ -6,6 +6,9 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 BROKER = os.environ.get("PARLEY_TEST_BROKER", "127.0.0.1:5672")
 
@@ -32,3 +35,18 @@ def add_vhost(vhost: str) -> str:
 
 def delete_vhost(vhost: str) -> None:
     rabbitmqctl("delete_vhost", vhost)
+
+
+def scrape_metrics(port: int) -> str:
+    """The text of a service's Prometheus /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return reply.read().decode()
+
+
+def metric_value(port: int, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`
+    (0 when there are none)."""
+    return sum(sample.value
+               for family in text_string_to_metric_families(scrape_metrics(port))
+               for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))

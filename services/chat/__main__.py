@@ -1,12 +1,17 @@
 """parley-chat: talk to a stranger from the terminal.
 
-Type a line and press Enter to send it. Commands start with a slash:
-  /next            leave this stranger and meet a new one
-  /stop            leave and stay idle (/join to wait again)
+Type a line and press Enter to send it; the stranger sees you typing.
+Commands start with a slash:
+  /next, /new      leave this stranger and meet a new one
+  /stop            leave and stay idle (/next or /join to wait again); in a
+                   terminal, Escape does the same after a "Really?"
   /join [a b c]    wait for a stranger, optionally with new interests
-  /report [reason] report the stranger (reasons: spam harassment sexual
+  /interests a b c set the interests of the next /join or /next
+  /report [reason] [comment]
+                   report the stranger (reasons: spam harassment sexual
                    contact underage child_safety other), e.g. /report spam bot
   /block           never meet this stranger again
+  /help            this text
   /quit            leave
 """
 from __future__ import annotations
@@ -15,9 +20,10 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
-from parley.v1 import common_pb2
+from parley.v1 import common_pb2, gateway_pb2
 from services.chat.client import ChatClient, SessionClosed
 
 CATEGORIES = {
@@ -29,12 +35,18 @@ CATEGORIES = {
     "child_safety": common_pb2.CATEGORY_CHILD_SAFETY,
     "other": common_pb2.CATEGORY_OTHER,
 }
+HELP = __doc__.split("\n", 2)[2]
+TYPING_IDLE_SECONDS = 3.0  # "stopped typing" after this long without a keystroke
+
+
+def default_token_file() -> Path:
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "parley" / "device-token"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="parley-chat", description="Chat with a stranger on Parley.",
-                                     epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--addr", default=os.environ.get("PARLEY_GATEWAY_ADDR", "127.0.0.1:50051"),
                         help="gateway gRPC address (default %(default)s)")
     parser.add_argument("--interests", nargs="*", default=[], help="e.g. --interests music chess")
@@ -43,27 +55,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--age-band", choices=["adult", "minor"], default="adult",
                         help="adult (18+) or minor (13-17); minors only meet minors")
     parser.add_argument("--lang", default="en", help="language code (default en)")
-    # Without a file every run is a new device: two terminals on one machine
-    # can then meet each other (the matcher never pairs a device with itself).
     parser.add_argument("--token-file", type=Path, default=None,
-                        help="keep this device's token in FILE across runs (default: a new device each run)")
-    return parser.parse_args(argv)
+                        help=f"where this device's token is kept (default {default_token_file()})")
+    # The matcher never pairs a device with itself: a second terminal on the
+    # same machine needs a device of its own to meet the first.
+    parser.add_argument("--new-device", action="store_true",
+                        help="use a new device token this run and keep none")
+    args = parser.parse_args(argv)
+    if args.token_file is None and not args.new_device:
+        args.token_file = default_token_file()
+    return args
 
 
 def show(text: str) -> None:
     print(text, flush=True)
 
 
+class TypingSignal:
+    """When to tell the stranger we are typing: on the first keystroke, and
+    that we stopped after a pause or on sending; never once per keystroke."""
+
+    def __init__(self) -> None:
+        self.typing = False
+        self.last_edit = 0.0
+
+    def edited(self, text: str, now: float) -> bool | None:
+        """The state to send after an edit, or None when nothing changes."""
+        self.last_edit = now
+        typing = bool(text.strip())
+        if typing != self.typing:
+            self.typing = typing
+            return typing
+        return None
+
+    def idle(self, now: float) -> bool | None:
+        if self.typing and now - self.last_edit >= TYPING_IDLE_SECONDS:
+            self.typing = False
+            return False
+        return None
+
+    def sent(self) -> None:
+        # The stranger's client clears the indicator when the line arrives.
+        self.typing = False
+
+
 class Terminal:
+    """What a person sees and what their lines do; the same whether input is
+    an interactive prompt or a pipe."""
+
     def __init__(self, client: ChatClient, args: argparse.Namespace) -> None:
         self.client = client
         self.args = args
         self.interests = list(args.interests)
+        self.joined = False
+        self.stranger_typing = False
+        self.on_change = lambda: None  # the prompt redraws its status line
 
     async def join(self) -> None:
         band = common_pb2.AGE_BAND_ADULT if self.args.age_band == "adult" else common_pb2.AGE_BAND_MINOR
         await self.client.join(mode=common_pb2.MODE_TEXT, age_band=band, language=self.args.lang,
                                interests=self.interests, interests_only=self.args.interests_only)
+        self.joined = True
 
     async def show_frames(self) -> None:
         try:
@@ -75,8 +127,15 @@ class Terminal:
         except SessionClosed:
             show("* The gateway closed the session.")
 
-    def render(self, frame) -> None:
+    def _set_stranger_typing(self, typing: bool) -> None:
+        if typing != self.stranger_typing:
+            self.stranger_typing = typing
+            self.on_change()
+
+    def render(self, frame: gateway_pb2.ServerFrame) -> None:
         kind = frame.WhichOneof("frame")
+        if kind != "typing":
+            self._set_stranger_typing(False)
         if kind == "waiting":
             show("* Looking for someone you can chat with...")
         elif kind == "connected":
@@ -89,17 +148,30 @@ class Terminal:
         elif kind == "message":
             show(f"Stranger: {frame.message.text}")
         elif kind == "typing":
-            if frame.typing.typing:
+            self._set_stranger_typing(frame.typing.typing)
+            if frame.typing.typing and not sys.stdin.isatty():
                 show("* Stranger is typing...")
         elif kind == "stranger_disconnected":
             show("* Stranger has disconnected. /next for a new one, /quit to leave.")
         elif kind == "error":
-            show(f"! {frame.error.message}")
+            self.render_error(frame.error)
         elif kind == "banned":
-            until = "for good" if not frame.banned.expires_at_unix_ms else "for now"
-            show(f"! You are banned {until}: {frame.banned.reason}")
+            banned = frame.banned
+            if banned.expires_at_unix_ms:
+                until = "until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(banned.expires_at_unix_ms / 1000))
+            else:
+                until = "for good"
+            show(f"! You are banned {until}: {banned.reason}")
         elif kind == "ack":
-            show("* Reported. Thank you." if frame.ack.what == "report" else "* Blocked.")
+            show("* Reported. Thank you." if frame.ack.what == "report" else "* Blocked: you will not meet them again.")
+
+    def render_error(self, error: gateway_pb2.Error) -> None:
+        if error.code == gateway_pb2.Error.CODE_RATE_LIMITED:
+            show(f"! Slow down: {error.message} (try again in {error.retry_after_ms / 1000:.1f} s)")
+        elif error.code == gateway_pb2.Error.CODE_NOT_CONNECTED:
+            show("! You are not talking to anyone. /next to meet someone.")
+        else:
+            show(f"! {error.message}")
 
     async def handle_line(self, line: str) -> bool:
         """Act on one input line; False ends the client."""
@@ -107,22 +179,25 @@ class Terminal:
         if not line.startswith("/"):
             if line.strip():
                 await self.client.say(line)
-                if sys.stdin.isatty():
-                    print("\033[1A\033[2K", end="")  # replace the echoed line with "You: ..."
                 show(f"You: {line}")
             return True
         command, _, rest = line[1:].partition(" ")
         if command in ("quit", "exit", "q"):
             return False
-        if command == "next":
-            await self.client.next()
+        if command in ("next", "new"):
+            if self.joined:
+                await self.client.next()
+            else:
+                await self.join()
         elif command == "stop":
-            await self.client.stop()
-            show("* You have disconnected. /join to meet someone.")
+            await self.stop()
         elif command == "join":
             if rest.split():
                 self.interests = rest.split()
             await self.join()
+        elif command == "interests":
+            self.interests = rest.split()
+            show(f"* Interests for the next stranger: {', '.join(self.interests) or 'none'}.")
         elif command == "report":
             reason, _, comment = rest.partition(" ")
             category = CATEGORIES.get(reason or "other")
@@ -133,8 +208,12 @@ class Terminal:
         elif command == "block":
             await self.client.block()
         else:
-            show(__doc__.split("\n", 2)[2])
+            show(HELP)
         return True
+
+    async def stop(self) -> None:
+        await self.client.stop()
+        show("* You have disconnected. /next to meet someone.")
 
 
 async def open_stdin() -> asyncio.StreamReader:
@@ -146,8 +225,88 @@ async def open_stdin() -> asyncio.StreamReader:
     return reader
 
 
+async def read_lines(terminal: Terminal, frames: asyncio.Task) -> None:
+    """Input from a pipe: one line at a time, no typing indicator."""
+    stdin = await open_stdin()
+    while not frames.done():
+        reader = asyncio.create_task(stdin.readline())
+        done, _ = await asyncio.wait({reader, frames}, return_when=asyncio.FIRST_COMPLETED)
+        if frames in done:
+            reader.cancel()
+            return
+        line = reader.result().decode(errors="replace")
+        if not line or not await terminal.handle_line(line):
+            return
+
+
+async def prompt_lines(terminal: Terminal, frames: asyncio.Task) -> None:
+    """Input from a person at a terminal: a prompt that stays at the bottom,
+    a status line for the stranger's typing, typing signals sent as the person
+    types, and Escape (twice) to stop."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.key_binding import KeyBindings
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    signal = TypingSignal()
+    pending: set[asyncio.Task] = set()
+    really = {"asked": False}
+
+    def send_typing(state: bool | None) -> None:
+        if state is not None:
+            task = asyncio.ensure_future(terminal.client.typing(state))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", eager=True)
+    def _(event) -> None:
+        if really["asked"]:
+            really["asked"] = False
+            task = asyncio.ensure_future(terminal.stop())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        else:
+            really["asked"] = True
+        session.app.invalidate()
+
+    def toolbar() -> str:
+        if really["asked"]:
+            return "Really? Press Escape again to stop, or keep typing."
+        return "Stranger is typing..." if terminal.stranger_typing else ""
+
+    session = PromptSession("> ", key_bindings=bindings, bottom_toolbar=toolbar)
+    session.default_buffer.on_text_changed += lambda buffer: (
+        really.update(asked=False), send_typing(signal.edited(buffer.text, time.monotonic())))
+    terminal.on_change = session.app.invalidate
+
+    async def idle_watch() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            send_typing(signal.idle(time.monotonic()))
+
+    watcher = asyncio.create_task(idle_watch())
+    try:
+        with patch_stdout():
+            while not frames.done():
+                prompt = asyncio.create_task(session.prompt_async())
+                done, _ = await asyncio.wait({prompt, frames}, return_when=asyncio.FIRST_COMPLETED)
+                if frames in done:
+                    prompt.cancel()
+                    return
+                try:
+                    line = prompt.result()
+                except (EOFError, KeyboardInterrupt):
+                    return
+                signal.sent()
+                if not await terminal.handle_line(line):
+                    return
+    finally:
+        watcher.cancel()
+
+
 async def run(args: argparse.Namespace) -> int:
-    token_file = args.token_file
+    token_file = None if args.new_device else args.token_file
     token = token_file.read_text().strip() if token_file and token_file.exists() else ""
     try:
         client = await ChatClient.connect(args.addr, token)
@@ -160,21 +319,14 @@ async def run(args: argparse.Namespace) -> int:
     if token_file and client.device_token != token:
         token_file.parent.mkdir(parents=True, exist_ok=True)
         token_file.write_text(client.device_token)
+        token_file.chmod(0o600)
     terminal = Terminal(client, args)
     show("* Connected to Parley. Type /help for commands.")
     await terminal.join()
     frames = asyncio.create_task(terminal.show_frames())
-    stdin = await open_stdin()
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        while not frames.done():
-            reader = asyncio.create_task(stdin.readline())
-            done, _ = await asyncio.wait({reader, frames}, return_when=asyncio.FIRST_COMPLETED)
-            if frames in done:
-                reader.cancel()
-                break
-            line = reader.result().decode(errors="replace")
-            if not line or not await terminal.handle_line(line):
-                break
+        await (prompt_lines if interactive else read_lines)(terminal, frames)
     finally:
         frames.cancel()
         await client.close()

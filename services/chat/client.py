@@ -7,6 +7,7 @@ import asyncio
 import grpc
 
 from parley.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from services.gateway import proof_of_work
 
 _END = object()
 
@@ -24,6 +25,8 @@ class ChatClient:
         self._call = None
         self.session_id = ""
         self.device_token = ""
+        self.challenge: gateway_pb2.ProofOfWork | None = None  # until the first join carries its proof
+        self._proof: asyncio.Task | None = None
 
     @classmethod
     async def connect(cls, address: str, device_token: str = "", client: str = "parley-chat") -> "ChatClient":
@@ -41,7 +44,18 @@ class ChatClient:
             raise SessionClosed(str(first).strip())
         self.session_id = first.welcome.session_id
         self.device_token = first.welcome.device_token
+        if first.welcome.proof_of_work.difficulty_bits:
+            self.challenge = first.welcome.proof_of_work
+            # Solved in a thread while the person picks interests.
+            self._proof = asyncio.create_task(asyncio.to_thread(
+                proof_of_work.solve, self.challenge.challenge, self.challenge.difficulty_bits))
         return first.welcome
+
+    async def proof(self) -> str:
+        """The nonce for the first join ("" when none is asked). Every join
+        carries it: the gateway ignores it once a join has been accepted, and
+        a first join refused for another reason does not lose it."""
+        return await self._proof if self._proof is not None else ""
 
     async def _frames(self):
         while True:
@@ -60,7 +74,8 @@ class ChatClient:
     async def join(self, mode=common_pb2.MODE_TEXT, age_band=common_pb2.AGE_BAND_ADULT,
                    language="en", interests=(), interests_only=False) -> None:
         await self.send(join=gateway_pb2.Join(mode=mode, age_band=age_band, language=language,
-                                              interests=list(interests), interests_only=interests_only))
+                                              interests=list(interests), interests_only=interests_only,
+                                              proof_of_work=await self.proof()))
 
     async def say(self, text: str) -> None:
         await self.send(text=gateway_pb2.SendText(text=text))
@@ -100,6 +115,8 @@ class ChatClient:
                 raise AssertionError(f"expected {kind}, got {which}: {frame}")
 
     async def close(self) -> None:
+        if self._proof is not None and not self._proof.done():
+            self._proof.cancel()
         await self._outgoing.put(_END)
         if self._call is not None:
             self._call.cancel()

@@ -8,6 +8,7 @@ import logging
 
 import grpc
 
+from services.gateway import proof_of_work
 from services.gateway.bans import BanGate
 from services.gateway.grpc_api import MAX_FRAME_BYTES, SERVICE_NAME, GatewayApi
 from services.gateway.http import HttpServer, build_http_app
@@ -47,7 +48,10 @@ class GatewayService:
             language_fallback_after=settings.language_fallback_seconds,
             fallback_language=settings.fallback_language,
             turn=TurnCredentials(settings.turn_secret or DEV_TURN_SECRET, settings.turn_urls,
-                                 settings.turn_ttl_seconds))
+                                 settings.turn_ttl_seconds),
+            limits=settings.rate_limits(),
+            pow_policy=proof_of_work.Policy(settings.pow_bits, settings.pow_max_bits,
+                                            settings.pow_free_sessions_per_minute))
         self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
         self._serving = False
         http_app = build_http_app(lambda: self._serving)

@@ -19,6 +19,7 @@ from services.gateway.machine import ban_applies
 from services.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
+WARN_EVERY_SECONDS = 10.0  # an outage logs a line this often, not one per connection
 
 
 class BanGate:
@@ -27,6 +28,8 @@ class BanGate:
         self._stub = ban_pb2_grpc.BanStub(self._channel)
         self._timeout = timeout
         self._known: dict[str, ban_pb2.BanRecord] = {}  # ban_id -> ban, from events
+        self._warned_at = -WARN_EVERY_SECONDS
+        self._unlogged_failures = 0
         metrics = Metrics("gateway")
         self.m_checks = metrics.counter("ban_checks_total", "Ban checks, by result", ["result"])
         self.m_failures = metrics.counter(
@@ -38,13 +41,22 @@ class BanGate:
                 ban_pb2.CheckBanRequest(identity=identity, mode=mode), timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             self.m_failures.inc()
-            log.warning("ban service unavailable; failing open on known bans",
-                        extra={"code": exc.code().name, "detail": exc.details()})
+            self._warn(exc)
             ban = self.known_ban(identity, mode)
         else:
             ban = reply.ban if reply.banned else None
         self.m_checks.labels("banned" if ban else "clear").inc()
         return ban
+
+    def _warn(self, exc: grpc.aio.AioRpcError) -> None:
+        self._unlogged_failures += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            log.warning("ban service unavailable; failing open on the bans heard of from events",
+                        extra={"code": exc.code().name, "detail": exc.details(),
+                               "failed_checks": self._unlogged_failures, "known_bans": len(self._known)})
+            self._warned_at = now
+            self._unlogged_failures = 0
 
     def known_ban(self, identity: common_pb2.Identity, mode: int) -> ban_pb2.BanRecord | None:
         now_ms = int(time.time() * 1000)

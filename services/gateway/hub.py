@@ -10,10 +10,12 @@ import uuid
 from dataclasses import dataclass, field
 
 from parley.v1 import common_pb2, events_pb2, gateway_pb2
+from services.gateway import proof_of_work
 from services.gateway.bans import BanGate
 from services.gateway.identity import AddressHasher, DeviceTokens
 from services.gateway.machine import (Close, Phase, Publish, Relay, SessionMachine, ToClient, ban_applies,
                                      error)
+from services.gateway.rate_limits import AddressLimiter, RateLimits, SessionLimiter
 from services.gateway.turn import TurnCredentials
 from services.runtime.bus import Bus, BusUnavailable
 from services.runtime.logs import session_context
@@ -23,12 +25,16 @@ from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS, match_routing_
 log = logging.getLogger(__name__)
 
 CLOSED = object()  # the last item of a session's outbox
+Err = gateway_pb2.Error
+# Relay hops on one site take milliseconds; the top buckets catch a broker in trouble.
+RELAY_LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass
 class LiveSession:
     machine: SessionMachine
     transport: str
+    limiter: SessionLimiter
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -45,7 +51,8 @@ class SessionHub:
                  hasher: AddressHasher, proposal_timeout: float, publish_timeout: float = 3.0,
                  matcher_partitions: int = DEFAULT_MATCHER_PARTITIONS, renew_interval: float = 10.0,
                  language_fallback_after: float = 0.0, fallback_language: str = "en",
-                 turn: TurnCredentials | None = None) -> None:
+                 turn: TurnCredentials | None = None, limits: RateLimits = RateLimits(),
+                 pow_policy: proof_of_work.Policy = proof_of_work.Policy()) -> None:
         self.gateway_id = gateway_id
         self.bus = bus
         self.bans = bans
@@ -58,6 +65,9 @@ class SessionHub:
         self.language_fallback_after = language_fallback_after
         self.fallback_language = fallback_language
         self.turn = turn
+        self.limits = limits
+        self.pow_policy = pow_policy
+        self.addresses = AddressLimiter(limits)
         self.sessions: dict[str, LiveSession] = {}
         metrics = Metrics("gateway")
         self.m_sessions = metrics.gauge("sessions", "Live sessions, by phase and transport",
@@ -67,6 +77,11 @@ class SessionHub:
         self.m_connected = metrics.counter("matches_connected_total", "Sessions that got a stranger")
         self.m_relayed = metrics.counter("messages_relayed_total", "Chat lines relayed to a stranger")
         self.m_refused = metrics.counter("matches_refused_total", "Match results refused by this gateway")
+        self.m_relay_latency = metrics.histogram(
+            "relay_latency_seconds", "From the sending gateway's publish to this gateway's receipt of a "
+            "relayed frame (text, typing, signaling)", buckets=RELAY_LATENCY_BUCKETS)
+        self.m_pow_bits = metrics.histogram("proof_of_work_bits", "Proof-of-work difficulty asked of new sessions",
+                                            buckets=(0, 8, 12, 16, 18, 20, 22, 24, 28, 32))
 
     # ------------------------------------------------------------ sessions
 
@@ -75,29 +90,46 @@ class SessionHub:
         or None and the frames to send before closing."""
         device_token = self.tokens.keep_or_issue(hello.device_token)
         identity = self.hasher.identity(ip, device_token)
+        # Counted before the ban check, so that a flood costs the ban service nothing.
+        opens_per_minute = self.addresses.open(identity.ip_hash, time.monotonic())
+        if opens_per_minute is None:
+            self.m_rejects.labels("rate").inc()
+            return None, [gateway_pb2.ServerFrame(error=gateway_pb2.Error(
+                code=Err.CODE_TOO_MANY_SESSIONS,
+                message=f"too many sessions open from your address (at most {self.limits.sessions_per_ip})"))]
         ban = await self.bans.check(identity, common_pb2.MODE_UNSPECIFIED)
         if ban is not None:
+            self.addresses.close(identity.ip_hash)
             self.m_rejects.labels("ban").inc()
             return None, [gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
                 reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category))]
+        challenge = gateway_pb2.ProofOfWork(challenge=proof_of_work.new_challenge(),
+                                            difficulty_bits=self.pow_policy.bits(opens_per_minute))
+        self.m_pow_bits.observe(challenge.difficulty_bits)
         ref = common_pb2.SessionRef(gateway_id=self.gateway_id, session_id=uuid.uuid4().hex)
         machine = SessionMachine(ref, identity, new_id=lambda: uuid.uuid4().hex, now=time.time,
                                  proposal_timeout=self.proposal_timeout, renew_interval=self.renew_interval,
                                  language_fallback_after=self.language_fallback_after,
                                  fallback_language=self.fallback_language,
-                                 ice_config=self.turn.ice_config if self.turn else None)
-        live = LiveSession(machine=machine, transport=transport)
+                                 ice_config=self.turn.ice_config if self.turn else None,
+                                 challenge=challenge)
+        live = LiveSession(machine=machine, transport=transport,
+                           limiter=SessionLimiter(self.limits, time.monotonic()))
         self.sessions[ref.session_id] = live
         self.m_opened.labels(transport).inc()
         live.send(gateway_pb2.ServerFrame(welcome=gateway_pb2.Welcome(
-            session_id=ref.session_id, device_token=device_token)))
+            session_id=ref.session_id, device_token=device_token,
+            proof_of_work=challenge if challenge.difficulty_bits else None)))
         with session_context(ref.session_id):
             log.info("session opened", extra={"transport": transport})
         return live, []
 
     async def from_client(self, live: LiveSession, frame: gateway_pb2.ClientFrame) -> None:
         with session_context(live.session_id):
-            if frame.WhichOneof("frame") == "join":
+            kind = frame.WhichOneof("frame")
+            if not self._within_limits(live, kind or ""):
+                return
+            if kind == "join":
                 # Bans are checked again before every join (video-only bans
                 # depend on the mode asked for).
                 ban = await self.bans.check(live.machine.identity, frame.join.mode)
@@ -112,7 +144,28 @@ class SessionHub:
                 effects = live.machine.on_frame(frame)
             await self._run(live, effects)
 
+    def _within_limits(self, live: LiveSession, kind: str) -> bool:
+        """Spend the session's (and for joins, its address's) allowance; a
+        client over it is told once, with when to try again."""
+        now = time.monotonic()
+        verdict = live.limiter.check(kind, now)
+        retry_after = verdict.retry_after
+        notify = verdict.notify
+        if not retry_after and kind in ("join", "next"):
+            retry_after = self.addresses.join(live.machine.identity.ip_hash, now)
+            notify = bool(retry_after)
+        if not retry_after:
+            return True
+        self.m_rejects.labels("rate").inc()
+        if notify:
+            live.send(gateway_pb2.ServerFrame(error=gateway_pb2.Error(
+                code=Err.CODE_RATE_LIMITED, message=f"{kind or 'frame'}: too fast; slow down",
+                retry_after_ms=max(1, round(retry_after * 1000)))))
+        return False
+
     def reject_invalid(self, live: LiveSession, message: str) -> None:
+        if not self._within_limits(live, "invalid"):
+            return
         self.m_rejects.labels("invalid").inc()
         live.send(error(gateway_pb2.Error.CODE_INVALID_FRAME, message).frame)
 
@@ -122,9 +175,13 @@ class SessionHub:
             async with live.lock:
                 effects = live.machine.on_disconnect()
             await self._run(live, effects)
-            self.sessions.pop(live.session_id, None)
-            live.outbox.put_nowait(CLOSED)
+            self._forget(live)
             log.info("session closed")
+
+    def _forget(self, live: LiveSession) -> None:
+        if self.sessions.pop(live.session_id, None) is not None:
+            self.addresses.close(live.machine.identity.ip_hash)
+        live.outbox.put_nowait(CLOSED)
 
     # ------------------------------------------------------------ broker
 
@@ -147,7 +204,10 @@ class SessionHub:
                     continue
                 await self._apply(live, lambda m: m.on_match_found(found))
         elif field == "relay":
-            live = self.sessions.get(envelope.relay.to.session_id)
+            relay = envelope.relay
+            if relay.relayed_at_unix_ms and relay.WhichOneof("kind") in ("text", "typing", "signal"):
+                self.m_relay_latency.observe(max(0.0, time.time() - relay.relayed_at_unix_ms / 1000))
+            live = self.sessions.get(relay.to.session_id)
             if live is not None:
                 await self._apply(live, lambda m: m.on_relay(envelope.relay))
         elif field == "ban_issued":
@@ -176,6 +236,7 @@ class SessionHub:
         for live in list(self.sessions.values()):
             if live.machine.phase in (Phase.WAITING, Phase.PROPOSED):
                 await self._apply(live, lambda m: m.on_tick())
+        self.addresses.prune(time.monotonic())
         self._update_gauge()
 
     def _update_gauge(self) -> None:
@@ -210,8 +271,7 @@ class SessionHub:
                     self.m_relayed.inc()
                 await self._send_relay(effect.gateway_id, effect.frame)
             elif isinstance(effect, Close):
-                self.sessions.pop(live.session_id, None)
-                live.outbox.put_nowait(CLOSED)
+                self._forget(live)
                 log.info("session ended by the gateway", extra={"reason": effect.reason})
 
     def _routing_key(self, event) -> str | None:
@@ -224,6 +284,7 @@ class SessionHub:
         return match_routing_key("match_requested" if name == "MatchRequested" else "match_cancelled", partition)
 
     async def _send_relay(self, gateway_id: str, frame: events_pb2.RelayFrame) -> None:
+        frame.relayed_at_unix_ms = int(time.time() * 1000)
         try:
             await self.bus.send_relay(gateway_id, frame, timeout=self.publish_timeout)
         except BusUnavailable:
@@ -233,6 +294,8 @@ class SessionHub:
 def _reject_reason(code: int) -> str:
     return {
         gateway_pb2.Error.CODE_RATE_LIMITED: "rate",
+        gateway_pb2.Error.CODE_TOO_MANY_SESSIONS: "rate",
+        gateway_pb2.Error.CODE_PROOF_REQUIRED: "pow",
         gateway_pb2.Error.CODE_INVALID_FRAME: "invalid",
         gateway_pb2.Error.CODE_TOO_LARGE: "invalid",
         gateway_pb2.Error.CODE_OUT_OF_ORDER: "out_of_order",

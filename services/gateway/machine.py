@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from parley.v1 import ban_pb2, common_pb2, events_pb2, gateway_pb2
-from services.gateway import limits
+from services.gateway import limits, proof_of_work
 
 TRANSCRIPT_LINES = 50  # evidence kept per conversation for reports
 Err = gateway_pb2.Error
@@ -94,7 +94,8 @@ class SessionMachine:
                  new_id: Callable[[], str], now: Callable[[], float],
                  proposal_timeout: float = 5.0, renew_interval: float = 10.0,
                  language_fallback_after: float = 0.0, fallback_language: str = "en",
-                 ice_config: Callable[[str, float], gateway_pb2.IceConfig] | None = None) -> None:
+                 ice_config: Callable[[str, float], gateway_pb2.IceConfig] | None = None,
+                 challenge: gateway_pb2.ProofOfWork | None = None) -> None:
         self.ref = ref
         self.identity = identity
         self._new_id = new_id
@@ -104,6 +105,8 @@ class SessionMachine:
         self.language_fallback_after = language_fallback_after
         self.fallback_language = fallback_language
         self._ice_config = ice_config  # (session id, now) -> TURN servers for video
+        # The proof of work the first join must carry; None once it has.
+        self.challenge = challenge if challenge is not None and challenge.difficulty_bits else None
         self.phase = Phase.IDLE
         self.join: gateway_pb2.Join | None = None
         self.ticket_id: str | None = None
@@ -143,8 +146,16 @@ class SessionMachine:
         problem = limits.check_join(join)
         if problem:
             return [error(Err.CODE_INVALID_FRAME, problem)]
+        if self.challenge is not None:
+            if not proof_of_work.verify(self.challenge.challenge, join.proof_of_work,
+                                        self.challenge.difficulty_bits):
+                return [error(Err.CODE_PROOF_REQUIRED,
+                              f"join: proof_of_work must solve the welcome's challenge "
+                              f"({self.challenge.difficulty_bits} bits)")]
+            self.challenge = None
         self.join = gateway_pb2.Join()
         self.join.CopyFrom(join)
+        self.join.ClearField("proof_of_work")
         self.join.language = join.language or "en"
         del self.join.interests[:]
         self.join.interests.extend(limits.normalize_interests(join.interests))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.gateway.rate_limits import RateLimits
 from services.runtime.settings import CommonSettings, setting
 from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS
 
@@ -53,3 +54,29 @@ class GatewaySettings(CommonSettings):
     proposal_timeout_seconds: float = setting(
         5.0, minimum=0.1, maximum=60,
         help="a proposed match the other gateway does not answer is given up after this")
+    # ---- at the door: proof of work and rate limits (per gateway replica)
+    pow_bits: int = setting(16, minimum=0, maximum=32,
+                            help="proof-of-work difficulty in leading zero bits before a session's first "
+                                 "join (0: none); 16 bits is ~65,000 hashes, well under a second in a browser")
+    pow_max_bits: int = setting(24, minimum=0, maximum=32,
+                                help="the most bits asked of an address that opens sessions too fast")
+    pow_free_sessions_per_minute: float = setting(
+        10.0, minimum=0, maximum=1e9,
+        help="sessions an address may open per minute at the base difficulty; each doubling "
+             "beyond adds two bits (0: never raise)")
+    text_per_second: float = setting(3.0, minimum=0.01, maximum=1e9, help="chat lines per second per session")
+    text_burst: int = setting(10, minimum=1, maximum=10**9, help="chat lines a session may send at once")
+    frames_per_second: float = setting(30.0, minimum=0.01, maximum=1e9,
+                                       help="frames per second per session, typing and video signaling included")
+    frames_burst: int = setting(100, minimum=1, maximum=10**9, help="frames a session may send at once")
+    joins_per_minute: float = setting(20.0, minimum=0.01, maximum=1e9, help="joins and nexts per minute per session")
+    ip_joins_per_minute: float = setting(300.0, minimum=0.01, maximum=1e9,
+                                         help="joins and nexts per minute per IP hash, all its sessions together")
+    sessions_per_ip: int = setting(100, minimum=1, maximum=10**9,
+                                   help="sessions open at once per IP hash on one gateway (NATs share addresses)")
+
+    def rate_limits(self) -> RateLimits:
+        return RateLimits(text_per_second=self.text_per_second, text_burst=self.text_burst,
+                          frames_per_second=self.frames_per_second, frames_burst=self.frames_burst,
+                          joins_per_minute=self.joins_per_minute, ip_joins_per_minute=self.ip_joins_per_minute,
+                          sessions_per_ip=self.sessions_per_ip)

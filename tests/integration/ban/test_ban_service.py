@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 import uuid
 
 import aio_pika
 import asyncpg
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2 as c, events_pb2, moderation_pb2 as m
 from services.ban import cli
 from services.runtime import envelope as env
 from services.runtime.bus import Bus
 from services.runtime.topology import EVENTS_EXCHANGE
-from tests.support import add_vhost, delete_vhost
+from tests.support import add_vhost, delete_vhost, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +31,6 @@ async def eventually(probe, timeout: float = 5.0, interval: float = 0.05):
         if result or time.monotonic() > deadline:
             return result
         await asyncio.sleep(interval)
-
-
-def scrape(port: int, name: str, labels: dict[str, str] | None = None) -> float:
-    """One sample of the service's /metrics, 0 when absent."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                return sample.value
-    return 0.0
 
 
 class Broker:
@@ -153,11 +141,11 @@ async def test_issue_check_lift_and_announcements(start_service, broker):
         assert [b.ban_id for b in listed.bans] == [issued.ban_id]
         assert not (await stub.ListBans(ban_pb2.ListBansRequest(active_only=True))).bans
 
-    assert scrape(service.metrics_port, "parley_ban_checks_total", {"result": "banned"}) == 1
-    assert scrape(service.metrics_port, "parley_ban_checks_total", {"result": "clear"}) == 2
-    assert scrape(service.metrics_port, "parley_ban_bans_issued_total", {"category": "spam"}) == 1
-    assert scrape(service.metrics_port, "parley_ban_bans_lifted_total") == 1
-    assert scrape(service.metrics_port, "parley_ban_check_duration_seconds_count") == 3
+    assert metric_value(service.metrics_port, "parley_ban_checks_total", result="banned") == 1
+    assert metric_value(service.metrics_port, "parley_ban_checks_total", result="clear") == 2
+    assert metric_value(service.metrics_port, "parley_ban_bans_issued_total", category="spam") == 1
+    assert metric_value(service.metrics_port, "parley_ban_bans_lifted_total") == 1
+    assert metric_value(service.metrics_port, "parley_ban_check_duration_seconds_count") == 3
 
 
 async def test_scopes_and_ip_bans_over_grpc(start_service):
@@ -225,7 +213,7 @@ async def test_decision_applied_once_when_published_twice(start_service, broker,
     assert first.event_id != second.event_id
 
     def handled(outcome: str) -> float:
-        return scrape(service.metrics_port, "parley_ban_decisions_total", {"action": "ban", "outcome": outcome})
+        return metric_value(service.metrics_port, "parley_ban_decisions_total", action="ban", outcome=outcome)
 
     async def both_handled() -> bool:
         return handled("applied") + handled("duplicate") >= 2
@@ -269,8 +257,7 @@ async def test_poison_messages_go_to_the_dead_letter_queue(start_service, broker
     async with channel:
         assert not (await stub.CheckBan(check_request("dev-p"))).banned
         assert not (await stub.ListBans(ban_pb2.ListBansRequest())).bans
-    assert scrape(service.metrics_port, "parley_ban_events_dead_lettered_total",
-                  {"queue": "ban.decisions"}) == 3
+    assert metric_value(service.metrics_port, "parley_ban_events_dead_lettered_total", queue="ban.decisions") == 3
 
 
 async def test_a_ban_stands_when_it_cannot_be_announced(start_service, amqp_url):
@@ -288,7 +275,7 @@ async def test_a_ban_stands_when_it_cannot_be_announced(start_service, amqp_url)
                                                           reason="r", category=c.CATEGORY_SPAM))
         reply = await stub.CheckBan(check_request("dev-l"))
         assert reply.banned and reply.ban.ban_id == ban.ban_id
-    assert scrape(service.metrics_port, "parley_ban_announce_failures_total", {"event": "ban_issued"}) == 1
+    assert metric_value(service.metrics_port, "parley_ban_announce_failures_total", event="ban_issued") == 1
 
 
 # ------------------------------------------------------------ durability

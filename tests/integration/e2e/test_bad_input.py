@@ -10,6 +10,7 @@ import pytest
 
 from parley.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from services.chat.client import ChatClient, SessionClosed
+from services.gateway import proof_of_work
 
 pytestmark = pytest.mark.integration
 Err = gateway_pb2.Error
@@ -53,7 +54,7 @@ async def test_bytes_that_are_not_a_frame_or_not_utf8_get_an_error_and_the_sessi
     call = channel.stream_stream("/parley.v1.Gateway/Session", request_serializer=lambda b: b,
                                  response_deserializer=gateway_pb2.ServerFrame.FromString)()
     await call.write(gateway_pb2.ClientFrame(hello=gateway_pb2.Hello()).SerializeToString())
-    assert (await call.read()).WhichOneof("frame") == "welcome"
+    welcome = (await call.read()).welcome
     await call.write(b"\xff\xff\xff\xff")
     frame = await call.read()
     assert frame.error.code == Err.CODE_INVALID_FRAME
@@ -62,7 +63,9 @@ async def test_bytes_that_are_not_a_frame_or_not_utf8_get_an_error_and_the_sessi
     frame = await call.read()
     assert frame.error.code == Err.CODE_INVALID_FRAME
     await call.write(gateway_pb2.ClientFrame(join=gateway_pb2.Join(
-        mode=common_pb2.MODE_TEXT, age_band=common_pb2.AGE_BAND_ADULT)).SerializeToString())
+        mode=common_pb2.MODE_TEXT, age_band=common_pb2.AGE_BAND_ADULT,
+        proof_of_work=proof_of_work.solve(welcome.proof_of_work.challenge,
+                                          welcome.proof_of_work.difficulty_bits))).SerializeToString())
     assert (await call.read()).WhichOneof("frame") == "waiting"
     await call.done_writing()
     await channel.close()

@@ -10,6 +10,7 @@ import pytest
 
 from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2, moderation_pb2, moderation_pb2_grpc
 from services.chat.client import ChatClient, SessionClosed
+from tests.support import metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +89,25 @@ async def test_ban_ends_the_live_session_on_its_gateway_and_refuses_the_next_con
         other = await ChatClient.connect(g2.grpc_addr)
         await other.close()
     await a.close()
+
+
+async def test_with_the_ban_service_down_the_gateway_fails_open_on_the_bans_it_heard_of(stack):
+    g1, _ = stack["gateways"]
+    banned_client = await ChatClient.connect(g1.grpc_addr)
+    async with grpc.aio.insecure_channel(stack["ban"].grpc_addr) as channel:
+        await ban_pb2_grpc.BanStub(channel).IssueBan(ban_pb2.IssueBanRequest(
+            subject=ban_pb2.Subject(device_token=banned_client.device_token), scope=common_pb2.BAN_SCOPE_ALL,
+            category=common_pb2.CATEGORY_SPAM, duration_s=3600, reason="spam", issued_by="test-moderator"))
+    await banned_client.expect("banned", timeout=2)
+    assert stack["ban"].stop() == 0
+
+    # The ban service is gone: the ban the gateway heard of still holds ...
+    with pytest.raises(SessionClosed, match="banned"):
+        await ChatClient.connect(g1.grpc_addr, device_token=banned_client.device_token)
+    # ... and everyone it has no ban for is served, the failures counted and logged.
+    someone = await ChatClient.connect(g1.grpc_addr)
+    await someone.join()
+    await someone.expect("waiting")
+    await someone.close()
+    assert metric_value(g1.metrics_port, "parley_gateway_ban_check_failures_total") >= 3
+    assert "failing open" in g1.logs()

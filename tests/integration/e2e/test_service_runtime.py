@@ -2,11 +2,11 @@
 metrics, graceful stop, fail-fast settings."""
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import grpc
 import pytest
@@ -14,21 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.chat.client import ChatClient
+from tests.support import metric_value, scrape_metrics
 
 pytestmark = pytest.mark.integration
 
 SERVICES = {"gateway": "parley.v1.Gateway", "matcher": "parley.v1.Matcher",
             "moderation": "parley.v1.Moderation", "ban": "parley.v1.Ban"}
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        return reply.read().decode()
-
-
-def metric_value(text: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -44,7 +35,7 @@ def test_health_reflection_metrics_and_graceful_stop(start_service, name):
         listed = {s.name for reply in replies for s in reply.list_services_response.service}
         assert {SERVICES[name], "grpc.health.v1.Health"} <= listed
 
-        text = scrape(service.metrics_port)
+        text = scrape_metrics(service.metrics_port)
         assert f"parley_{name}_" in text
 
         service.process.send_signal(signal.SIGTERM)
@@ -79,11 +70,20 @@ async def test_chat_shows_in_the_metrics(start_service):
     await b.expect("connected", timeout=10, skip=("waiting",))
     await a.say("counted")
     await b.expect("message")
-    gateway_text = scrape(gateway.metrics_port)
-    assert metric_value(gateway_text, "parley_gateway_messages_relayed_total") == 1
-    assert metric_value(gateway_text, "parley_gateway_matches_connected_total") == 2
-    assert metric_value(gateway_text, 'parley_gateway_sessions_opened_total{transport="grpc"}') == 2
-    matcher_text = scrape(matcher.metrics_port)
-    assert metric_value(matcher_text, 'parley_matcher_pairs_total{kind="random",mode="MODE_TEXT"}') == 1
-    assert metric_value(matcher_text, "parley_matcher_time_to_pair_seconds_count") == 2
+    await a.typing()
+    await b.expect("typing", skip=())
+    port = gateway.metrics_port
+    assert metric_value(port, "parley_gateway_messages_relayed_total") == 1
+    assert metric_value(port, "parley_gateway_matches_connected_total") == 2
+    assert metric_value(port, "parley_gateway_sessions_opened_total", transport="grpc") == 2
+    deadline = time.monotonic() + 5  # the gauge is refreshed every second
+    while metric_value(port, "parley_gateway_sessions", phase="connected", transport="grpc") != 2:
+        assert time.monotonic() < deadline, "the sessions gauge never showed two connected sessions"
+        await asyncio.sleep(0.2)
+    # The line and the typing signal: two relayed frames timed, each well under a second.
+    assert metric_value(port, "parley_gateway_relay_latency_seconds_count") == 2
+    assert metric_value(port, "parley_gateway_relay_latency_seconds_bucket", le="1.0") == 2
+    assert metric_value(port, "parley_gateway_proof_of_work_bits_count") == 2
+    assert metric_value(matcher.metrics_port, "parley_matcher_pairs_total", kind="random", mode="MODE_TEXT") == 1
+    assert metric_value(matcher.metrics_port, "parley_matcher_time_to_pair_seconds_count") == 2
     await a.close(), await b.close()

@@ -12,6 +12,7 @@ import pytest
 
 from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2
 from services.chat.client import ChatClient
+from services.gateway import proof_of_work
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +22,7 @@ class WsClient:
         self.session = session
         self.socket = socket
         self.device_token = ""
+        self.proof = ""  # the nonce for the first join
 
     @classmethod
     async def connect(cls, gateway, hello: dict | None = None) -> "WsClient":
@@ -30,9 +32,14 @@ class WsClient:
         await self.send({"hello": hello or {"client": "test"}})
         welcome = await self.expect("welcome")
         self.device_token = welcome["welcome"]["deviceToken"]
+        challenge = welcome["welcome"].get("proofOfWork")
+        if challenge:
+            self.proof = proof_of_work.solve(challenge["challenge"], challenge["difficultyBits"])
         return self
 
     async def send(self, frame: dict) -> None:
+        if "join" in frame and self.proof:
+            frame = {"join": {**frame["join"], "proofOfWork": self.proof}}
         await self.socket.send_str(json.dumps(frame))
 
     async def receive(self, timeout: float = 5.0) -> dict | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import urllib.request
 import uuid
 
 import grpc
@@ -16,6 +15,7 @@ from parley.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
 from services.chat.client import ChatClient
 from services.runtime.bus import Bus
 from services.runtime.topology import gateway_relay, match_routing_key, matcher_partition
+from tests.support import metric_value
 
 pytestmark = pytest.mark.integration
 ADULT, MINOR, TEXT = common_pb2.AGE_BAND_ADULT, common_pb2.AGE_BAND_MINOR, common_pb2.MODE_TEXT
@@ -26,13 +26,6 @@ def waiting(matcher) -> int:
     with grpc.insecure_channel(matcher.grpc_addr) as channel:
         stats = matcher_pb2_grpc.MatcherStub(channel).GetStats(matcher_pb2.GetStatsRequest(), timeout=2)
     return sum(pool.waiting for pool in stats.pools)
-
-
-def metric(service, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=2) as reply:
-        text = reply.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 async def eventually(check, timeout: float, what: str):
@@ -74,7 +67,7 @@ async def test_a_standby_takes_over_the_waiting_users_of_a_killed_matcher(start_
         await partner.expect("connected", timeout=5, skip=("waiting",))
         await partner.close()
     assert time.monotonic() - killed_at < 5 + 4 * 2
-    assert metric(standby, "parley_matcher_failovers_total") >= 1
+    assert metric_value(standby.metrics_port, "parley_matcher_failovers_total") >= 1
     for client, *_ in waiting_users:
         await client.close()
 
@@ -84,13 +77,14 @@ async def test_partitions_spread_over_replicas(start_service):
     second = start_service("matcher")
 
     def owned() -> tuple[float, float]:
-        return (metric(first, "parley_matcher_partitions_owned"),
-                metric(second, "parley_matcher_partitions_owned"))
+        return (metric_value(first.metrics_port, "parley_matcher_partitions_owned"),
+                metric_value(second.metrics_port, "parley_matcher_partitions_owned"))
 
     await eventually(lambda: sum(owned()) == PARTITIONS and all(owned()), 10,
                      "both replicas own partitions and together all of them")
     # ... and the first, which had them all, has handed the second its share.
-    await eventually(lambda: metric(first, "parley_matcher_rebalances_total") >= PARTITIONS - owned()[0], 10,
+    rebalances = lambda: metric_value(first.metrics_port, "parley_matcher_rebalances_total")  # noqa: E731
+    await eventually(lambda: rebalances() >= PARTITIONS - owned()[0], 10,
                      "the first replica handed over the partitions it does not own")
     gateway = start_service("gateway")
     # Traffic in many pools reaches both replicas.
@@ -102,7 +96,7 @@ async def test_partitions_spread_over_replicas(start_service):
         for client in pair:
             await client.expect("connected", timeout=10, skip=("waiting",))
         clients += pair
-    pairs = (metric(first, "parley_matcher_pairs_total"), metric(second, "parley_matcher_pairs_total"))
+    pairs = tuple(metric_value(replica.metrics_port, "parley_matcher_pairs_total") for replica in (first, second))
     assert sum(pairs) == 10 and all(pairs), pairs
     for client in clients:
         await client.close()
@@ -144,7 +138,7 @@ async def test_a_ticket_nobody_renews_expires(start_service, fake_gateway):
     await request("ghost", "ghost-device", interests=["x"], interests_only=True)
     await eventually(lambda: waiting(matcher) == 1, 5, "the ghost waits")
     await eventually(lambda: waiting(matcher) == 0, 5, "the ghost expired")
-    assert metric(matcher, "parley_matcher_tickets_expired_total") == 1
+    assert metric_value(matcher.metrics_port, "parley_matcher_tickets_expired_total") == 1
     await request("real", "real-device", interests=["x"])
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(found.get(), 1.0)

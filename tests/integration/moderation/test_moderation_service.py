@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import aio_pika
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from parley.v1 import common_pb2 as c
 from parley.v1 import events_pb2
@@ -26,6 +24,7 @@ from services.runtime import envelope as env
 from services.runtime.bus import Bus
 from services.runtime.db import make_engine, migrate
 from services.runtime.topology import EVENTS_EXCHANGE
+from tests.support import metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +57,6 @@ def make_report(category: int = c.CATEGORY_HARASSMENT) -> events_pb2.ReportFiled
     report.evidence.add(from_reporter=True, text="bye", sent_at_unix_ms=3)
     report.snapshot_hashes.append("pdq:abcd")
     return report
-
-
-def metric_value(service, name: str, **labels) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=2) as reply:
-        text = reply.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 @pytest.fixture
@@ -157,7 +146,7 @@ async def test_a_report_lands_in_the_review_queue_with_its_evidence(api, moderat
     async def gauge_counts_open_items():
         listed = await api.ListReviewItems(m.ListReviewItemsRequest(status=m.REVIEW_STATUS_OPEN, limit=500))
         open_ids = {i.report_id for i in listed.items}
-        gauge = metric_value(moderation, "parley_moderation_review_queue_open")
+        gauge = metric_value(moderation.metrics_port, "parley_moderation_review_queue_open")
         return report.report_id in open_ids and gauge == len(open_ids)
     await eventually(gauge_counts_open_items)
 
@@ -168,11 +157,11 @@ async def test_a_report_published_twice_makes_one_item(api, moderation, gateway_
     await gateway_bus.publish(report)  # the gateway retried: a new event, the same report
 
     async def both_handled():
-        return metric_value(moderation, "parley_moderation_reports_received_total",
+        return metric_value(moderation.metrics_port, "parley_moderation_reports_received_total",
                             category="CATEGORY_HARASSMENT", outcome="duplicate") == 1
     await eventually(both_handled)
     assert await item_for(api, report.report_id) is not None  # exactly one: item_for checks
-    assert metric_value(moderation, "parley_moderation_reports_received_total",
+    assert metric_value(moderation.metrics_port, "parley_moderation_reports_received_total",
                         category="CATEGORY_HARASSMENT", outcome="stored") == 1
 
 
@@ -202,9 +191,9 @@ async def test_chat_copies_are_counted(moderation, gateway_bus):
             match_id="match-1", device_token="dev-x", mode=c.MODE_VIDEO, age_band=band, text="hello"))
 
     async def counted():
-        return (metric_value(moderation, "parley_moderation_messages_observed_total",
+        return (metric_value(moderation.metrics_port, "parley_moderation_messages_observed_total",
                              mode="MODE_VIDEO", age_band="AGE_BAND_MINOR") == 2
-                and metric_value(moderation, "parley_moderation_messages_observed_total",
+                and metric_value(moderation.metrics_port, "parley_moderation_messages_observed_total",
                                  mode="MODE_VIDEO", age_band="AGE_BAND_ADULT") == 1)
     await eventually(counted)
 
@@ -247,8 +236,8 @@ async def test_a_decision_reaches_the_ban_decisions_queue(api, moderation, gatew
     decided = await api.GetReviewItem(m.GetReviewItemRequest(item_id=item.item_id), timeout=5)
     assert decided.status == m.REVIEW_STATUS_DECIDED and decided.decision_id == reply.decision_id
     assert await item_for(api, report.report_id, m.REVIEW_STATUS_OPEN) is None
-    assert metric_value(moderation, "parley_moderation_decisions_total", action="ACTION_BAN") == 1
-    assert metric_value(moderation, "parley_moderation_decisions_unpublished") == 0
+    assert metric_value(moderation.metrics_port, "parley_moderation_decisions_total", action="ACTION_BAN") == 1
+    assert metric_value(moderation.metrics_port, "parley_moderation_decisions_unpublished") == 0
 
 
 async def test_bad_decisions_get_clear_errors(api, gateway_bus):
@@ -294,7 +283,7 @@ async def test_a_decision_left_unpublished_by_a_crash_is_published_at_start(star
     assert (await store.audit_entries(item.item_id))[-1].action == "decision_published"
 
     async def gauge_zero():
-        return metric_value(service, "parley_moderation_decisions_unpublished") == 0
+        return metric_value(service.metrics_port, "parley_moderation_decisions_unpublished") == 0
     await eventually(gauge_zero)
     await engine.dispose()
 
