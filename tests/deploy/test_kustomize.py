@@ -30,7 +30,7 @@ SECRET_NAME = "parley-secrets"
 # variables that must only ever come from the Secret
 SECRET_VARS = {
     "gateway": {"PARLEY_AMQP_URL": "amqp-url", "PARLEY_IP_PEPPER": "ip-pepper",
-                "PARLEY_DEVICE_TOKEN_SECRET": "device-token-secret"},
+                "PARLEY_DEVICE_TOKEN_SECRET": "device-token-secret", "PARLEY_TURN_SECRET": "turn-secret"},
     "matcher": {"PARLEY_AMQP_URL": "amqp-url"},
     "moderation": {"PARLEY_AMQP_URL": "amqp-url",
                    "PARLEY_MODERATION_DATABASE_URL": "moderation-database-url"},
