@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(wildcard protos/parley/v1/*.proto)
 
-.PHONY: setup gen broker run test chat unit integration bench-matcher clean help
+.PHONY: setup gen broker browser run test chat unit integration bench-matcher clean help
 
 help:
 	@echo "make run    start gateway, matcher, moderation and ban locally (Ctrl-C stops them)"
@@ -41,13 +41,18 @@ gen: $(STAMPS)/gen
 broker:
 	@deploy/local/ensure-rabbitmq.sh
 
+# Chromium and coturn for the web client's end-to-end test (Debian packages;
+# installed when missing and we are root, otherwise says what to run).
+browser:
+	@deploy/local/ensure-browser.sh
+
 run: setup broker
 	$(BIN)/python -m deploy.local.run_stack
 
 chat: setup
 	$(BIN)/parley-chat $(ARGS)
 
-test: setup broker
+test: setup broker browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: setup

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.local.coturn import TurnServer, turnserver_binary
+from services.gateway.settings import DEV_TURN_SECRET
 from services.runtime.health import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,28 @@ def stop_all(processes: list[tuple[str, subprocess.Popen]]) -> None:
         print(f"  {name} stopped", flush=True)
 
 
+def start_turn(env: dict[str, str]) -> TurnServer | None:
+    """A TURN relay for the web client's video (relay-only ICE needs one), on
+    127.0.0.1:3478, unless TURN is configured already or coturn is missing."""
+    if env.get("PARLEY_GATEWAY_TURN_URLS"):
+        return None
+    if turnserver_binary() is None:
+        print("coturn (turnserver) is not installed: text chat works, video cannot connect. "
+              "Install it with deploy/local/ensure-browser.sh, or set PARLEY_GATEWAY_TURN_URLS.", flush=True)
+        return None
+    workdir = DATA / "turn"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = int(env.get("PARLEY_LOCAL_TURN_PORT", "3478"))
+    turn = TurnServer(workdir, secret=env.get("PARLEY_TURN_SECRET") or DEV_TURN_SECRET, port=port)
+    try:
+        turn.start()
+    except RuntimeError as exc:
+        print(f"coturn did not start, so video cannot connect: {exc}", flush=True)
+        return None
+    env["PARLEY_GATEWAY_TURN_URLS"] = turn.url
+    return turn
+
+
 def main() -> int:
     logs = DATA / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -53,6 +77,7 @@ def main() -> int:
     env.setdefault("PARLEY_DRAIN_SECONDS", "1")
     env.setdefault("PARLEY_BAN_DATABASE_URL", f"sqlite:///{DATA}/ban.db")
     env.setdefault("PARLEY_MODERATION_DATABASE_URL", f"sqlite:///{DATA}/moderation.db")
+    turn = start_turn(env)
     processes: list[tuple[str, subprocess.Popen]] = []
     # The services run in sessions of their own, so a Ctrl-C during start-up
     # does not hit them half-started; they are stopped by SIGTERM from here.
@@ -69,6 +94,8 @@ def main() -> int:
     except RuntimeError as exc:
         print(f"Parley did not start: {exc}", file=sys.stderr, flush=True)
         stop_all(processes)
+        if turn:
+            turn.stop()
         return 1
 
     print("\nParley is running:", flush=True)
@@ -76,7 +103,10 @@ def main() -> int:
         extra = (f"  HTTP 127.0.0.1:{port(name, 'HTTP', 8080)}" if name == "gateway" else "")
         print(f"  {name:<11} gRPC 127.0.0.1:{port(name, 'GRPC', grpc_default)}{extra}  "
               f"metrics :{port(name, 'METRICS', metrics_default)}/metrics  log {logs / (name + '.log')}")
-    print("\nChat from two terminals:  make chat   (or .venv/bin/parley-chat --interests music)")
+    if turn:
+        print(f"  {'turn':<11} {turn.url}  log {turn.log_path}")
+    print(f"\nChat in a browser:  http://127.0.0.1:{port('gateway', 'HTTP', 8080)}/  (two windows meet)")
+    print("Chat from terminals:  make chat   and   make chat ARGS=--new-device")
     print("Moderators: .venv/bin/parley-modctl list      Bans: .venv/bin/parley-banctl list")
     print("Press Ctrl-C to stop.\n", flush=True)
 
@@ -98,6 +128,8 @@ def main() -> int:
         time.sleep(0.5)
     print("Stopping Parley...", flush=True)
     stop_all(processes)
+    if turn:
+        turn.stop()
     return 0
 
 
