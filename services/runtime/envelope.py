@@ -35,6 +35,7 @@ EVENT_KINDS: dict[str, EventKind] = {k.field: k for k in (
     EventKind("ban_issued", "ban.issued", True),
     EventKind("ban_lifted", "ban.lifted", True),
     EventKind("matcher_heartbeat", "matcher.heartbeat", False),
+    EventKind("evader_suspected", "ban.evader_suspected", True),
 )}
 
 _FIELD_BY_TYPE = {

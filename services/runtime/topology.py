@@ -132,6 +132,12 @@ def moderation_reports() -> QueueSpec:
                      bindings=((EVENTS_EXCHANGE, "gateway.report_filed"),))
 
 
+def moderation_suspicions() -> QueueSpec:
+    """Suspected ban evaders, from the ban service, for human review."""
+    return QueueSpec(name="moderation.suspicions", kind=QueueKind.QUORUM,
+                     bindings=((EVENTS_EXCHANGE, "ban.evader_suspected"),))
+
+
 def moderation_messages() -> QueueSpec:
     # Chat text is ephemeral: bounded, and the oldest goes first under load.
     return QueueSpec(name="moderation.messages", kind=QueueKind.DURABLE,
