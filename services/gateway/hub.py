@@ -14,7 +14,7 @@ from services.gateway import proof_of_work
 from services.gateway.bans import BanGate
 from services.gateway.identity import AddressHasher, DeviceTokens
 from services.gateway.machine import (Close, Phase, Publish, Relay, SessionMachine, ToClient, ban_applies,
-                                     error)
+                                     banned_frame, error)
 from services.gateway.rate_limits import AddressLimiter, RateLimits, SessionLimiter
 from services.gateway.turn import TurnCredentials
 from services.runtime.bus import Bus, BusUnavailable
@@ -80,6 +80,9 @@ class SessionHub:
         self.m_relay_latency = metrics.histogram(
             "relay_latency_seconds", "From the sending gateway's publish to this gateway's receipt of a "
             "relayed frame (text, typing, signaling)", buckets=RELAY_LATENCY_BUCKETS)
+        self.m_moderation_actions = metrics.counter(
+            "moderation_actions_total", "Moderation verdicts carried out on live sessions", ["kind"])
+        self.m_snapshots = metrics.counter("snapshots_forwarded_total", "Video snapshots sent to moderation")
         self.m_pow_bits = metrics.histogram("proof_of_work_bits", "Proof-of-work difficulty asked of new sessions",
                                             buckets=(0, 8, 12, 16, 18, 20, 22, 24, 28, 32))
 
@@ -101,8 +104,7 @@ class SessionHub:
         if ban is not None:
             self.addresses.close(identity.ip_hash)
             self.m_rejects.labels("ban").inc()
-            return None, [gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
-                reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category))]
+            return None, [banned_frame(ban)]
         challenge = gateway_pb2.ProofOfWork(challenge=proof_of_work.new_challenge(),
                                             difficulty_bits=self.pow_policy.bits(opens_per_minute))
         self.m_pow_bits.observe(challenge.difficulty_bits)
@@ -135,10 +137,7 @@ class SessionHub:
                 ban = await self.bans.check(live.machine.identity, frame.join.mode)
                 if ban is not None:
                     self.m_rejects.labels("ban").inc()
-                    await self._run(live, live.machine.on_ban(ban) or [
-                        ToClient(gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
-                            reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms,
-                            category=ban.category))), Close("banned")])
+                    await self._run(live, live.machine.on_ban(ban) or [ToClient(banned_frame(ban)), Close("banned")])
                     return
             async with live.lock:
                 effects = live.machine.on_frame(frame)
@@ -210,6 +209,12 @@ class SessionHub:
             live = self.sessions.get(relay.to.session_id)
             if live is not None:
                 await self._apply(live, lambda m: m.on_relay(envelope.relay))
+        elif field == "session_action":
+            action = envelope.session_action
+            live = self.sessions.get(action.session.session_id)
+            if live is not None:
+                self.m_moderation_actions.labels(events_pb2.SessionAction.Kind.Name(action.kind)).inc()
+                await self._apply(live, lambda m: m.on_session_action(action))
         elif field == "ban_issued":
             ban = envelope.ban_issued.ban
             self.bans.remember(ban)
@@ -259,6 +264,8 @@ class SessionHub:
                     self.m_rejects.labels(_reject_reason(effect.frame.error.code)).inc()
                 live.send(effect.frame)
             elif isinstance(effect, Publish):
+                if effect.event.DESCRIPTOR.name == "SnapshotObserved":
+                    self.m_snapshots.inc()
                 try:
                     await self.bus.publish(effect.event, timeout=self.publish_timeout,
                                            routing_key=self._routing_key(effect.event))

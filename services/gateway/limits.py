@@ -11,6 +11,7 @@ MAX_INTERESTS = 10
 MAX_INTEREST_CHARS = 32
 MAX_COMMENT_CHARS = 500
 MAX_SIGNAL_BYTES = 16_384
+MAX_SNAPSHOT_BYTES = 48 * 1024
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -53,6 +54,14 @@ def check_signal(signal: gateway_pb2.Signal) -> tuple[int, str] | None:
         return gateway_pb2.Error.CODE_INVALID_FRAME, "signal: no offer, answer or candidate"
     if len(getattr(signal, which).encode()) > MAX_SIGNAL_BYTES:
         return gateway_pb2.Error.CODE_TOO_LARGE, f"signal: at most {MAX_SIGNAL_BYTES} bytes"
+    return None
+
+
+def check_snapshot(jpeg: bytes) -> tuple[int, str] | None:
+    if not jpeg.startswith(b"\xff\xd8\xff"):
+        return gateway_pb2.Error.CODE_INVALID_FRAME, "snapshot: not a JPEG image"
+    if len(jpeg) > MAX_SNAPSHOT_BYTES:
+        return gateway_pb2.Error.CODE_TOO_LARGE, f"snapshot: at most {MAX_SNAPSHOT_BYTES} bytes"
     return None
 
 

@@ -13,6 +13,7 @@ re-queues the session at the head of its pool (DESIGN.md, invariant 2).
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ Effect = ToClient | Publish | Relay | Close
 
 def error(code: int, message: str) -> ToClient:
     return ToClient(gateway_pb2.ServerFrame(error=gateway_pb2.Error(code=code, message=message)))
+
+
+def banned_frame(ban: ban_pb2.BanRecord) -> gateway_pb2.ServerFrame:
+    return gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
+        reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category,
+        ban_id=ban.ban_id))
 
 
 # ---------------------------------------------------------------- state
@@ -197,6 +204,19 @@ class SessionMachine:
         which = signal.WhichOneof("payload")
         setattr(relayed, which, getattr(signal, which))
         return [Relay(self.conversation.peer.gateway_id, self._relay(self.conversation, signal=relayed))]
+
+    def _client_snapshot(self, snapshot: gateway_pb2.Snapshot) -> list[Effect]:
+        if self.phase is not Phase.CONNECTED:
+            return [error(Err.CODE_NOT_CONNECTED, "snapshot: no stranger to talk to")]
+        if self.join.mode != common_pb2.MODE_VIDEO:
+            return [error(Err.CODE_OUT_OF_ORDER, "snapshot: only in video mode")]
+        problem = limits.check_snapshot(snapshot.jpeg)
+        if problem:
+            return [error(*problem)]
+        return [Publish(events_pb2.SnapshotObserved(
+            match_id=self.conversation.match_id, session=self.ref, identity=self.identity,
+            mode=self.join.mode, age_band=self.join.age_band, jpeg=snapshot.jpeg,
+            sha256=hashlib.sha256(snapshot.jpeg).hexdigest(), taken_at_unix_ms=int(self._now() * 1000)))]
 
     def _client_stop(self, _stop) -> list[Effect]:
         if self.phase is Phase.IDLE:
@@ -434,16 +454,27 @@ class SessionMachine:
 
     # ------------------------------------------------------------ enforcement and time
 
+    def on_session_action(self, action: events_pb2.SessionAction) -> list[Effect]:
+        """Moderation's verdict on the conversation it saw: acts only while
+        that conversation lasts (a late verdict on an ended one is dropped)."""
+        if self.phase is not Phase.CONNECTED or self.conversation.match_id != action.match_id:
+            return []
+        Kind = events_pb2.SessionAction.Kind
+        if action.kind == Kind.KIND_WARN:
+            return [ToClient(gateway_pb2.ServerFrame(notice=gateway_pb2.ModerationNotice(
+                category=action.category, message=action.message, match_id=action.match_id)))]
+        if action.kind == Kind.KIND_END_CONVERSATION:
+            return self._leave("moderation") + [ToClient(gateway_pb2.ServerFrame(notice=gateway_pb2.ModerationNotice(
+                category=action.category, message=action.message, match_id=action.match_id,
+                conversation_ended=True)))]
+        return []
+
     def on_ban(self, ban: ban_pb2.BanRecord) -> list[Effect]:
         if self.phase is Phase.CLOSED or not ban_applies(ban, self.identity, self.mode):
             return []
         effects = self._leave("banned")
         self.phase = Phase.CLOSED
-        return effects + [
-            ToClient(gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
-                reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category))),
-            Close("banned"),
-        ]
+        return effects + [ToClient(banned_frame(ban)), Close("banned")]
 
     def on_disconnect(self) -> list[Effect]:
         if self.phase is Phase.CLOSED:

@@ -22,6 +22,9 @@ class RateLimits:
     joins_per_minute: float = 20.0
     ip_joins_per_minute: float = 300.0
     sessions_per_ip: int = 100
+    # Clients send a frame every few seconds (gateway.proto, Snapshot).
+    snapshots_per_second: float = 0.5
+    snapshot_burst: int = 3
 
 
 class TokenBucket:
@@ -76,6 +79,7 @@ class DecayingRate:
 # Frames limited by which bucket, besides the all-frames one.
 _TEXT = frozenset({"text"})
 _JOINS = frozenset({"join", "next"})
+_SNAPSHOTS = frozenset({"snapshot"})
 
 
 @dataclass
@@ -95,6 +99,7 @@ class SessionLimiter:
         self.frames = TokenBucket(limits.frames_per_second, limits.frames_burst, now)
         self.text = TokenBucket(limits.text_per_second, limits.text_burst, now)
         self.joins = TokenBucket(limits.joins_per_minute / 60.0, max(1.0, limits.joins_per_minute / 4), now)
+        self.snapshots = TokenBucket(limits.snapshots_per_second, limits.snapshot_burst, now)
         self._limited = False
 
     def check(self, kind: str, now: float) -> Verdict:
@@ -103,6 +108,8 @@ class SessionLimiter:
             retry = self.text.take(now)
         if not retry and kind in _JOINS:
             retry = self.joins.take(now)
+        if not retry and kind in _SNAPSHOTS:
+            retry = self.snapshots.take(now)
         return self._verdict(retry)
 
     def _verdict(self, retry: float) -> Verdict:

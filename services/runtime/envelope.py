@@ -36,6 +36,8 @@ EVENT_KINDS: dict[str, EventKind] = {k.field: k for k in (
     EventKind("ban_lifted", "ban.lifted", True),
     EventKind("matcher_heartbeat", "matcher.heartbeat", False),
     EventKind("evader_suspected", "ban.evader_suspected", True),
+    EventKind("snapshot_observed", "gateway.snapshot_sent", False),
+    EventKind("session_action", "", False),     # relay exchange, to one gateway
 )}
 
 _FIELD_BY_TYPE = {

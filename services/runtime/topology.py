@@ -138,6 +138,14 @@ def moderation_suspicions() -> QueueSpec:
                      bindings=((EVENTS_EXCHANGE, "ban.evader_suspected"),))
 
 
+def moderation_snapshots() -> QueueSpec:
+    # Video frames are ephemeral and heavy: a short bounded queue; under
+    # overload the oldest frames go first (newer ones are coming anyway).
+    return QueueSpec(name="moderation.snapshots", kind=QueueKind.DURABLE,
+                     bindings=((EVENTS_EXCHANGE, "gateway.snapshot_sent"),),
+                     max_length=10_000)
+
+
 def moderation_messages() -> QueueSpec:
     # Chat text is ephemeral: bounded, and the oldest goes first under load.
     return QueueSpec(name="moderation.messages", kind=QueueKind.DURABLE,

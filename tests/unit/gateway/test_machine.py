@@ -2,6 +2,7 @@
 without a broker: effects are delivered by hand."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 from parley.v1 import ban_pb2, common_pb2, events_pb2, gateway_pb2
@@ -332,3 +333,65 @@ def test_a_user_alone_in_a_small_language_falls_back_to_the_fallback_language():
     only.on_frame(join(language="is", interests=["sagas"], interests_only=True))
     clock.t += 60
     assert published(only.on_tick(), "MatchCancelled") == []  # interests-only users stay
+
+
+# ---------------------------------------------------------------- moderation
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 100
+
+
+def video_pair() -> tuple[SessionMachine, SessionMachine]:
+    a, b = machine("a"), machine("b")
+    a.on_frame(join(mode=common_pb2.MODE_VIDEO)), b.on_frame(join(mode=common_pb2.MODE_VIDEO))
+    machines = {"a": a, "b": b}
+    deliver(a.on_match_found(found(a, b)) + b.on_match_found(found(a, b)), machines)
+    assert a.phase is b.phase is Phase.CONNECTED
+    return a, b
+
+
+def test_video_snapshots_go_to_moderation_with_their_hash_and_the_pool():
+    a, _ = video_pair()
+    (observed,) = published(a.on_frame(frame(snapshot=gateway_pb2.Snapshot(jpeg=JPEG))), "SnapshotObserved")
+    assert observed.jpeg == JPEG and observed.match_id == "m1" and observed.session.session_id == "a"
+    assert observed.sha256 == hashlib.sha256(JPEG).hexdigest()
+    assert observed.age_band == ADULT and observed.identity.device_token == "dev-a"
+
+
+def test_snapshots_that_are_not_jpeg_too_big_or_out_of_place_are_refused():
+    a, _ = video_pair()
+    assert errors(a.on_frame(frame(snapshot=gateway_pb2.Snapshot(jpeg=b"GIF89a")))) == [Err.CODE_INVALID_FRAME]
+    big = JPEG + b"\x00" * 48 * 1024
+    assert errors(a.on_frame(frame(snapshot=gateway_pb2.Snapshot(jpeg=big)))) == [Err.CODE_TOO_LARGE]
+    t1, t2 = machine("t1"), machine("t2")
+    connect(t1, t2)  # text mode
+    assert errors(t1.on_frame(frame(snapshot=gateway_pb2.Snapshot(jpeg=JPEG)))) == [Err.CODE_OUT_OF_ORDER]
+    assert errors(machine().on_frame(frame(snapshot=gateway_pb2.Snapshot(jpeg=JPEG)))) == [Err.CODE_NOT_CONNECTED]
+
+
+def action(kind, match_id="m1", session="a"):
+    return events_pb2.SessionAction(session=common_pb2.SessionRef(gateway_id="g1", session_id=session),
+                                    match_id=match_id, kind=kind, category=common_pb2.CATEGORY_SPAM,
+                                    message="no links, please")
+
+
+def test_a_moderation_warning_reaches_the_user_and_the_conversation_goes_on():
+    a, b = machine("a"), machine("b")
+    connect(a, b)
+    effects = a.on_session_action(action(events_pb2.SessionAction.KIND_WARN))
+    (notice,) = [e.frame.notice for e in effects if isinstance(e, ToClient)]
+    assert notice.message == "no links, please" and not notice.conversation_ended
+    assert a.phase is Phase.CONNECTED and not relays(effects)
+
+
+def test_moderation_ends_a_conversation_and_the_stranger_is_told():
+    a, b = machine("a"), machine("b")
+    connect(a, b)
+    effects = a.on_session_action(action(events_pb2.SessionAction.KIND_END_CONVERSATION))
+    assert a.phase is Phase.IDLE
+    (notice,) = [e.frame.notice for e in effects if isinstance(e, ToClient)]
+    assert notice.conversation_ended and notice.category == common_pb2.CATEGORY_SPAM
+    assert to_client(deliver(effects, {"b": b})) == ["stranger_disconnected"]
+    # A verdict that comes after the conversation ended acts on nothing.
+    assert a.on_session_action(action(events_pb2.SessionAction.KIND_END_CONVERSATION)) == []
+    a.on_frame(frame(next=gateway_pb2.Next()))
+    assert a.on_session_action(action(events_pb2.SessionAction.KIND_WARN, match_id="old")) == []
