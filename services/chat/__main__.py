@@ -162,6 +162,12 @@ class Terminal:
             else:
                 until = "for good"
             show(f"! You are banned {until}: {banned.reason}")
+        elif kind == "notice":
+            notice = frame.notice
+            if notice.conversation_ended:
+                show(f"! Moderation ended this conversation: {notice.message} /next to meet someone.")
+            else:
+                show(f"! Warning from moderation: {notice.message}")
         elif kind == "ack":
             show("* Reported. Thank you." if frame.ack.what == "report" else "* Blocked: you will not meet them again.")
 

@@ -13,6 +13,8 @@
 //   window.parley.sessionId  the gateway's session id ("" before welcome)
 //   window.parley.pow        the last proof of work: {challenge, bits, nonce, tries, ms, impl}
 //   window.parley.solvePow(challenge, bits, impl?)  runs the worker; a promise of {nonce, ...}
+//   window.parley.snapshotsSent  video stills sent to moderation in this page
+//   window.parley.sendSnapshot()  send one now instead of waiting for the timer
 // Stable element ids: #start #stop #send #text #log #typing #mode-text
 // #mode-video #interests #interests-only #age-band #language #report
 // #report-category #report-comment #block #settings #status #banned
@@ -69,6 +71,8 @@
     pc: null,
     pcChain: Promise.resolve(),
     pendingCandidates: [],
+    snapshotTimer: 0,
+    snapshotsSent: 0,
     camera: null,            // promise of the local MediaStream (or null when refused)
     localStream: null,
     log: [],
@@ -236,6 +240,7 @@
       case "strangerDisconnected": return onStrangerLeft(body);
       case "signal": return onSignal(body);
       case "ack": return onAck(body);
+      case "notice": return onNotice(body);
       case "error": return onError(body);
       case "banned": return onBanned(body);
       default: return undefined;  // a newer server's frame: ignored
@@ -371,6 +376,7 @@
       line("Nobody shares your interests right now, so this stranger is random.");
     }
     if (s.lastJoin && s.lastJoin.mode === "MODE_VIDEO") {
+      startSnapshots();
       try {
         startPeer(connected);
       } catch (error) {  // no WebRTC in this browser: text still works
@@ -405,11 +411,24 @@
   }
 
   function leaveConversation() {
+    stopSnapshots();
     closePeer();
     hideTyping();
     clearTimeout(s.typingTimer);
     s.typingSent = false;
     s.conversation = null;
+  }
+
+  // Moderation warned us, or ended our conversation (we may start again).
+  function onNotice(notice) {
+    if (notice.conversationEnded) {
+      if (s.state !== "connected") return;
+      leaveConversation();
+      setState("ended");
+      line(`Our moderators ended this conversation: ${notice.message || "it broke the rules"}`);
+    } else {
+      line(`Warning from our moderators: ${notice.message || "please keep to the rules"}`);
+    }
   }
 
   function onAck(ack) {
@@ -585,6 +604,42 @@
     el.localVideo.srcObject = null;
   }
 
+  // Every few seconds a small still of our own camera goes to moderation
+  // (gateway.proto, Snapshot): what keeps video safe without a person
+  // watching every stream.
+  const SNAPSHOT_EVERY_MS = 5000;
+  const SNAPSHOT_WIDTH = 320;
+  const SNAPSHOT_HEIGHT = 240;
+
+  function startSnapshots() {
+    stopSnapshots();
+    s.snapshotTimer = setInterval(sendSnapshot, SNAPSHOT_EVERY_MS);
+  }
+
+  function stopSnapshots() {
+    clearInterval(s.snapshotTimer);
+    s.snapshotTimer = 0;
+  }
+
+  function sendSnapshot() {
+    const video = el.localVideo;
+    if (s.state !== "connected" || !s.localStream || video.readyState < 2) return;
+    const canvas = document.createElement("canvas");
+    canvas.width = SNAPSHOT_WIDTH;
+    canvas.height = SNAPSHOT_HEIGHT;
+    canvas.getContext("2d").drawImage(video, 0, 0, SNAPSHOT_WIDTH, SNAPSHOT_HEIGHT);
+    canvas.toBlob(async (blob) => {
+      if (!blob || s.state !== "connected") return;
+      const bytes = new Uint8Array(await blob.arrayBuffer());
+      let binary = "";
+      for (let i = 0; i < bytes.length; i += 0x8000) {
+        binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      }
+      s.snapshotsSent += 1;
+      send({snapshot: {jpeg: btoa(binary)}});  // protobuf JSON: bytes as base64
+    }, "image/jpeg", 0.6);
+  }
+
   function videoStatus(text) {
     el.videoStatus.textContent = text;
   }
@@ -747,7 +802,9 @@
     get log() { return s.log; },
     get sessionId() { return s.sessionId; },
     get pow() { return s.powInfo; },
+    get snapshotsSent() { return s.snapshotsSent; },
     solvePow,
+    sendSnapshot,
   });
 
   restoreSettings();

@@ -10,17 +10,19 @@ Debian's, both installed by deploy/local/ensure-browser.sh (a prerequisite of
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
 
 import grpc
 import pytest
+from playwright.async_api import async_playwright
 
+from deploy.local.coturn import TurnServer, turnserver_binary
 from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2
 from services.gateway import proof_of_work
-from deploy.local.coturn import TurnServer, turnserver_binary
-from tests.support import free_port
+from tests.support import free_port, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +66,19 @@ def turn(tmp_path_factory):
 @pytest.fixture(scope="module")
 async def browser():
     _require_tools()
-    playwright_api = pytest.importorskip("playwright.async_api")
-    async with playwright_api.async_playwright() as playwright:
+    async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         await chromium.close()
+
+
+class Web(str):
+    """The web client's base URL, and the gateway behind it."""
+
+    def __new__(cls, url: str, gateway) -> "Web":
+        web = super().__new__(cls, url)
+        web.gateway = gateway
+        return web
 
 
 @pytest.fixture
@@ -87,7 +97,7 @@ def web(start_service, turn):
         PARLEY_GATEWAY_TEXT_BURST="10",
         PARLEY_GATEWAY_TEXT_PER_SECOND="3",
     )
-    return f"http://127.0.0.1:{gateway.env['PARLEY_GATEWAY_HTTP_PORT']}"
+    return Web(f"http://127.0.0.1:{gateway.env['PARLEY_GATEWAY_HTTP_PORT']}", gateway)
 
 
 class Page:
@@ -262,6 +272,13 @@ async def test_two_strangers_video_chat_through_the_turn_relay(browser, web, tur
             # Frames of the stranger's (fake) camera arrive and play.
             await page.page.wait_for_function(
                 "() => document.getElementById('remote-video').videoWidth > 0", timeout=WAIT_MS)
+
+        # A still of a's camera goes to moderation through the gateway.
+        await a.page.evaluate("() => window.parley.sendSnapshot()")
+        await until(lambda: metric_value(web.gateway.metrics_port, "parley_gateway_snapshots_forwarded_total") == 1,
+                    "the gateway to forward a's snapshot")
+        (snapshot,) = [f["snapshot"] for f in a.sent if "snapshot" in f]
+        assert base64.b64decode(snapshot["jpeg"]).startswith(b"\xff\xd8\xff")  # a JPEG, as the gateway wants
 
         # Exactly one side offered, the other answered; both sent candidates.
         signals = {name: [next(iter(f["signal"])) for f in page.sent if "signal" in f]
