@@ -8,14 +8,19 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(wildcard protos/parley/v1/*.proto)
 
-.PHONY: setup gen broker browser run test chat unit integration bench-matcher clean help
+.PHONY: setup gen broker browser promtool broker-metrics run test chat unit integration bench-matcher bench-gateway bench-ban eval-moderation clean help
 
 help:
 	@echo "make run    start gateway, matcher, moderation and ban locally (Ctrl-C stops them)"
 	@echo "make chat   open a terminal client against the local gateway"
 	@echo "make test   set up from nothing and run the whole test suite"
 	@echo "make gen    regenerate protobuf code from protos/"
+	@echo "make promtool        install promtool (Debian's prometheus package) for the deploy tests"
+	@echo "make broker-metrics  serve the local RabbitMQ's Prometheus metrics on 127.0.0.1:15692"
 	@echo "make bench-matcher  drive one matcher through RabbitMQ at rising load; last line JSON"
+	@echo "make bench-gateway  two gateways over real WebSockets: idle sessions, relay rate and latency; last line JSON"
+	@echo "make bench-ban      CheckBan over gRPC with 1,000,000 active bans, and decision-to-banned time; last line JSON"
+	@echo "make eval-moderation  precision and recall of the text detectors on tests/eval/moderation (dev and held-out); last line JSON"
 
 # The code generator comes first: the project is installed (editable) once the
 # generated package parley/ exists, so that the install maps it.
@@ -46,13 +51,24 @@ broker:
 browser:
 	@deploy/local/ensure-browser.sh
 
+# promtool (Debian's prometheus package) for the deploy tests' `promtool check
+# rules` / `check metrics`, and the local broker's own Prometheus metrics
+# (rabbitmq_prometheus on 127.0.0.1:15692) for the test that every metric the
+# alerts and the dashboard name is exported. Installed / enabled when missing
+# and we are root; otherwise they say what to run.
+promtool:
+	@deploy/local/ensure-promtool.sh
+
+broker-metrics: broker
+	@deploy/local/ensure-rabbitmq-prometheus.sh
+
 run: setup broker
 	$(BIN)/python -m deploy.local.run_stack
 
 chat: setup
 	$(BIN)/parley-chat $(ARGS)
 
-test: setup broker browser
+test: setup broker browser promtool broker-metrics
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: setup
@@ -60,6 +76,16 @@ unit: setup
 
 bench-matcher: setup broker
 	$(BIN)/python tests/bench/bench_matcher.py
+
+bench-gateway: setup broker
+	$(BIN)/python tests/bench/bench_gateway.py $(ARGS)
+
+bench-ban: setup broker
+	$(BIN)/python tests/bench/bench_ban.py $(ARGS)
+
+# pure logic, no broker: the text detectors on the hand-written evaluation set
+eval-moderation: setup
+	$(BIN)/python tests/eval/moderation/eval_moderation.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(STAMPS) parley data .pytest_cache .hypothesis

@@ -107,7 +107,9 @@ def main() -> int:
         print(f"  {'turn':<11} {turn.url}  log {turn.log_path}")
     print(f"\nChat in a browser:  http://127.0.0.1:{port('gateway', 'HTTP', 8080)}/  (two windows meet)")
     print("Chat from terminals:  make chat   and   make chat ARGS=--new-device")
-    print("Moderators: .venv/bin/parley-modctl list      Bans: .venv/bin/parley-banctl list")
+    print("Moderators: PARLEY_MODCTL_TOKEN=parley-dev-moderator .venv/bin/parley-modctl list   "
+          "(development tokens: parley-dev-moderator, parley-dev-child-safety, parley-dev-admin)")
+    print("Bans: .venv/bin/parley-banctl list")
     print("Press Ctrl-C to stop.\n", flush=True)
 
     stopping = False

@@ -13,7 +13,7 @@ from services.gateway.bans import BanGate
 from services.gateway.grpc_api import MAX_FRAME_BYTES, SERVICE_NAME, GatewayApi
 from services.gateway.http import HttpServer, build_http_app
 from services.gateway.hub import SessionHub
-from services.gateway.identity import AddressHasher, DeviceTokens
+from services.gateway.identity import AddressHasher, ClientAddress, DeviceTokens
 from services.gateway.settings import DEV_DEVICE_TOKEN_SECRET, DEV_IP_PEPPER, DEV_TURN_SECRET, GatewaySettings
 from services.gateway.turn import TurnCredentials
 from services.gateway.websocket import WebSocketApi
@@ -52,10 +52,11 @@ class GatewayService:
             limits=settings.rate_limits(),
             pow_policy=proof_of_work.Policy(settings.pow_bits, settings.pow_max_bits,
                                             settings.pow_free_sessions_per_minute))
-        self.api = GatewayApi(self.hub, settings.hello_timeout_seconds)
+        addresses = ClientAddress(settings.trusted_proxies)
+        self.api = GatewayApi(self.hub, settings.hello_timeout_seconds, addresses)
         self._serving = False
         http_app = build_http_app(lambda: self._serving)
-        WebSocketApi(self.hub, settings.hello_timeout_seconds).register(http_app)
+        WebSocketApi(self.hub, settings.hello_timeout_seconds, addresses).register(http_app)
         self.http = HttpServer(http_app, settings.http_host, settings.http_port)
         self._ticker: asyncio.Task | None = None
 

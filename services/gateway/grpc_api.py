@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 
 from parley.v1 import gateway_pb2
 from services.gateway.hub import SessionHub
-from services.gateway.identity import peer_ip
+from services.gateway.identity import ClientAddress, peer_ip
 from services.gateway.session_driver import InvalidFrame, drive_session
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
@@ -27,9 +27,10 @@ def parse_client_frame(data: bytes) -> gateway_pb2.ClientFrame | InvalidFrame:
 
 
 class GatewayApi:
-    def __init__(self, hub: SessionHub, hello_timeout: float) -> None:
+    def __init__(self, hub: SessionHub, hello_timeout: float, addresses: ClientAddress | None = None) -> None:
         self.hub = hub
         self.hello_timeout = hello_timeout
+        self.addresses = addresses or ClientAddress()
 
     def register(self, server: grpc.aio.Server) -> None:
         handler = grpc.stream_stream_rpc_method_handler(
@@ -47,5 +48,6 @@ class GatewayApi:
             except (StopAsyncIteration, grpc.aio.AioRpcError):
                 return None
 
-        await drive_session(self.hub, "grpc", peer_ip(context.peer()), self.hello_timeout,
-                            receive, context.write)
+        forwarded_for = dict(context.invocation_metadata() or ()).get("x-forwarded-for")
+        ip = self.addresses.resolve(peer_ip(context.peer()), forwarded_for)
+        await drive_session(self.hub, "grpc", ip, self.hello_timeout, receive, context.write)

@@ -83,7 +83,7 @@ class SessionHub:
         self.m_moderation_actions = metrics.counter(
             "moderation_actions_total", "Moderation verdicts carried out on live sessions", ["kind"])
         self.m_snapshots = metrics.counter("snapshots_forwarded_total", "Video snapshots sent to moderation")
-        self.m_pow_bits = metrics.histogram("proof_of_work_bits", "Proof-of-work difficulty asked of new sessions",
+        self.m_pow_bits = metrics.histogram("proof_of_work_difficulty", "Proof-of-work difficulty (leading zero bits) asked of new sessions",
                                             buckets=(0, 8, 12, 16, 18, 20, 22, 24, 28, 32))
 
     # ------------------------------------------------------------ sessions

@@ -65,3 +65,33 @@ def peer_ip(peer: str) -> str:
     if kind == "ipv6":
         return rest.rsplit(":", 1)[0].strip("[]")
     return ""
+
+
+class ClientAddress:
+    """The client's address as the gateway should see it. Behind a proxy
+    (a load balancer, the Gateway API route) the socket's peer is the proxy;
+    when that peer is one of the trusted proxies, the client is the nearest
+    address in X-Forwarded-For that is not itself a trusted proxy. A header
+    from anyone else is ignored, so a client cannot choose its own address
+    (and so dodge an IP ban or the per-address limits)."""
+
+    def __init__(self, trusted_proxies=()) -> None:
+        self._trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies]
+
+    def _is_trusted(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._trusted)
+
+    def resolve(self, peer: str, forwarded_for: str | None) -> str:
+        if not forwarded_for or not self._is_trusted(peer):
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops):  # the proxy nearest to us appended last
+            if not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops else peer

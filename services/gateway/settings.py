@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from services.gateway.rate_limits import RateLimits
-from services.runtime.settings import CommonSettings, setting
+from services.runtime.settings import CommonSettings, SettingsError, setting
 from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS
 
 # Used only when the variables are unset, so that `make run` works out of the
@@ -28,6 +29,9 @@ class GatewaySettings(CommonSettings):
                              help="secret key for IP address hashes (HMAC-SHA256)")
     device_token_secret: str = setting("", shared=True, secret=True,
                                        help="secret key that signs device tokens")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), help="CIDRs of the proxies in front of the gateway (comma-separated, e.g. 10.0.0.0/8); from "
+                 "them, the client's address is taken from X-Forwarded-For, from anyone else never")
     hello_timeout_seconds: float = setting(10.0, minimum=0.1, maximum=120,
                                            help="a new session must say hello within this")
     publish_timeout_seconds: float = setting(
@@ -74,6 +78,13 @@ class GatewaySettings(CommonSettings):
                                          help="joins and nexts per minute per IP hash, all its sessions together")
     sessions_per_ip: int = setting(100, minimum=1, maximum=10**9,
                                    help="sessions open at once per IP hash on one gateway (NATs share addresses)")
+
+    def __post_init__(self) -> None:
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise SettingsError(f"PARLEY_GATEWAY_TRUSTED_PROXIES: {cidr!r} is not an address or CIDR") from None
 
     def rate_limits(self) -> RateLimits:
         return RateLimits(text_per_second=self.text_per_second, text_burst=self.text_burst,

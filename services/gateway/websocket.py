@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from parley.v1 import gateway_pb2
 from services.gateway.grpc_api import MAX_FRAME_BYTES
 from services.gateway.hub import SessionHub
+from services.gateway.identity import ClientAddress
 from services.gateway.session_driver import InvalidFrame, drive_session
 
 # aiohttp closes the socket past its own limit; below it, an oversized frame
@@ -32,9 +33,10 @@ def frame_to_json(frame: gateway_pb2.ServerFrame) -> str:
 
 
 class WebSocketApi:
-    def __init__(self, hub: SessionHub, hello_timeout: float) -> None:
+    def __init__(self, hub: SessionHub, hello_timeout: float, addresses: ClientAddress | None = None) -> None:
         self.hub = hub
         self.hello_timeout = hello_timeout
+        self.addresses = addresses or ClientAddress()
 
     def register(self, app: web.Application, path: str = "/ws") -> None:
         app.router.add_get(path, self.session)
@@ -57,6 +59,7 @@ class WebSocketApi:
             if not socket.closed:
                 await socket.send_str(frame_to_json(frame))
 
-        await drive_session(self.hub, "websocket", request.remote or "", self.hello_timeout, receive, send)
+        ip = self.addresses.resolve(request.remote or "", request.headers.get("X-Forwarded-For"))
+        await drive_session(self.hub, "websocket", ip, self.hello_timeout, receive, send)
         await socket.close()
         return socket

@@ -114,3 +114,26 @@ async def test_an_address_has_a_limited_number_of_sessions_open(start_service):
             assert time.monotonic() < deadline, "a closed session never gave its place back"
             await asyncio.sleep(0.1)
     await second.close(), await third.close()
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_address_is_limited_on_its_own(start_service):
+    gateway = start_service("gateway", PARLEY_GATEWAY_SESSIONS_PER_IP="1",
+                            PARLEY_GATEWAY_TRUSTED_PROXIES="127.0.0.0/8")
+    url = f"http://127.0.0.1:{gateway.env['PARLEY_GATEWAY_HTTP_PORT']}/ws"
+
+    async def hello(http, forwarded_for: str):
+        socket = await http.ws_connect(url, headers={"X-Forwarded-For": forwarded_for})
+        await socket.send_json({"hello": {}})
+        return socket, await socket.receive_json(timeout=5)
+
+    async with aiohttp.ClientSession() as http:
+        first, answer = await hello(http, "198.51.100.7")
+        assert "welcome" in answer
+        # Another client behind the same proxy has an address of its own ...
+        second, answer = await hello(http, "198.51.100.8")
+        assert "welcome" in answer
+        # ... and a second session from the first client's address is over its limit.
+        third, answer = await hello(http, "203.0.113.1, 198.51.100.7")  # a forged hop is ignored
+        assert answer["error"]["code"] == "CODE_TOO_MANY_SESSIONS"
+        for socket in (first, second, third):
+            await socket.close()

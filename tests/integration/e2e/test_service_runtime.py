@@ -83,7 +83,7 @@ async def test_chat_shows_in_the_metrics(start_service):
     # The line and the typing signal: two relayed frames timed, each well under a second.
     assert metric_value(port, "parley_gateway_relay_latency_seconds_count") == 2
     assert metric_value(port, "parley_gateway_relay_latency_seconds_bucket", le="1.0") == 2
-    assert metric_value(port, "parley_gateway_proof_of_work_bits_count") == 2
+    assert metric_value(port, "parley_gateway_proof_of_work_difficulty_count") == 2
     assert metric_value(matcher.metrics_port, "parley_matcher_pairs_total", kind="random", mode="MODE_TEXT") == 1
     assert metric_value(matcher.metrics_port, "parley_matcher_time_to_pair_seconds_count") == 2
     await a.close(), await b.close()

@@ -1,4 +1,8 @@
-from services.gateway.identity import AddressHasher, DeviceTokens, peer_ip
+import pytest
+
+from services.gateway.identity import AddressHasher, ClientAddress, DeviceTokens, peer_ip
+from services.gateway.settings import GatewaySettings
+from services.runtime.settings import SettingsError, load_settings
 
 
 def test_device_tokens_are_signed_and_forgeries_replaced():
@@ -27,3 +31,24 @@ def test_peer_strings():
     assert peer_ip("ipv4:127.0.0.1:5555") == "127.0.0.1"
     assert peer_ip("ipv6:[::1]:5555") == "::1"
     assert peer_ip("unix:/tmp/sock") == ""
+
+
+def test_the_client_address_comes_from_forwarded_for_only_through_a_trusted_proxy():
+    addresses = ClientAddress(["10.0.0.0/8", "fd00::/8"])
+    # Straight from the client: its own socket address, whatever it claims.
+    assert addresses.resolve("203.0.113.9", "198.51.100.1") == "203.0.113.9"
+    # Through our proxy: the nearest address the proxy saw.
+    assert addresses.resolve("10.1.2.3", "198.51.100.7") == "198.51.100.7"
+    # A client that forges a header before our proxy appends the real one.
+    assert addresses.resolve("10.1.2.3", "1.2.3.4, 198.51.100.7") == "198.51.100.7"
+    # Two of our proxies in a row.
+    assert addresses.resolve("10.1.2.3", "198.51.100.7, 10.9.9.9") == "198.51.100.7"
+    assert addresses.resolve("::ffff:10.1.2.3", "2001:db8::5") == "2001:db8::5"
+    assert addresses.resolve("10.1.2.3", None) == "10.1.2.3"
+    assert ClientAddress().resolve("10.1.2.3", "198.51.100.7") == "10.1.2.3"
+
+
+def test_a_bad_trusted_proxy_stops_the_gateway_with_its_name(monkeypatch):
+    monkeypatch.setenv("PARLEY_GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,not-a-network")
+    with pytest.raises(SettingsError, match="PARLEY_GATEWAY_TRUSTED_PROXIES"):
+        load_settings(GatewaySettings)
