@@ -17,6 +17,7 @@ from services.gateway.machine import (Close, Phase, Publish, Relay, SessionMachi
                                      banned_frame, error)
 from services.gateway.rate_limits import AddressLimiter, RateLimits, SessionLimiter
 from services.gateway.turn import TurnCredentials
+from services.moderation.detectors.contact import mask_contacts
 from services.runtime.bus import Bus, BusUnavailable
 from services.runtime.logs import session_context
 from services.runtime.metrics import Metrics
@@ -114,7 +115,7 @@ class SessionHub:
                                  language_fallback_after=self.language_fallback_after,
                                  fallback_language=self.fallback_language,
                                  ice_config=self.turn.ice_config if self.turn else None,
-                                 challenge=challenge)
+                                 challenge=challenge, mask_contacts=mask_contacts)
         live = LiveSession(machine=machine, transport=transport,
                            limiter=SessionLimiter(self.limits, time.monotonic()))
         self.sessions[ref.session_id] = live

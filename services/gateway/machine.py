@@ -89,6 +89,7 @@ class Conversation:
     match_id: str
     peer: common_pb2.SessionRef
     peer_identity: common_pb2.Identity
+    started_at_ms: int = 0
     transcript: deque = field(default_factory=lambda: deque(maxlen=TRANSCRIPT_LINES))
 
     def record(self, text: str, from_me: bool, sent_at_ms: int) -> None:
@@ -102,7 +103,8 @@ class SessionMachine:
                  proposal_timeout: float = 5.0, renew_interval: float = 10.0,
                  language_fallback_after: float = 0.0, fallback_language: str = "en",
                  ice_config: Callable[[str, float], gateway_pb2.IceConfig] | None = None,
-                 challenge: gateway_pb2.ProofOfWork | None = None) -> None:
+                 challenge: gateway_pb2.ProofOfWork | None = None,
+                 mask_contacts: Callable[[str], tuple[str, bool]] | None = None) -> None:
         self.ref = ref
         self.identity = identity
         self._new_id = new_id
@@ -112,6 +114,11 @@ class SessionMachine:
         self.language_fallback_after = language_fallback_after
         self.fallback_language = fallback_language
         self._ice_config = ice_config  # (session id, now) -> TURN servers for video
+        # Applied to every line in a minors' pool before it is relayed, so
+        # contact details never reach the other side (moderation sees the
+        # original, after the fact).
+        self._mask_contacts = mask_contacts
+        self._typing_since_ms = 0
         # The proof of work the first join must carry; None once it has.
         self.challenge = challenge if challenge is not None and challenge.difficulty_bits else None
         self.phase = Phase.IDLE
@@ -177,18 +184,31 @@ class SessionMachine:
         sent_at = int(self._now() * 1000)
         conversation = self.conversation
         conversation.record(text.text, True, sent_at)
-        return [
+        relayed, masked = text.text, False
+        if self.join.age_band == common_pb2.AGE_BAND_MINOR and self._mask_contacts is not None:
+            relayed, masked = self._mask_contacts(text.text)
+        typing_since, self._typing_since_ms = self._typing_since_ms, 0
+        effects: list[Effect] = [
             Relay(conversation.peer.gateway_id, self._relay(
-                conversation, text=events_pb2.RelayText(text=text.text, sent_at_unix_ms=sent_at))),
+                conversation, text=events_pb2.RelayText(text=relayed, sent_at_unix_ms=sent_at))),
             Publish(events_pb2.MessageObserved(
                 match_id=conversation.match_id, session=self.ref,
                 device_token=self.identity.device_token, mode=self.join.mode,
-                age_band=self.join.age_band, text=text.text, sent_at_unix_ms=sent_at)),
+                age_band=self.join.age_band, text=text.text, sent_at_unix_ms=sent_at,
+                typing_started_at_unix_ms=typing_since, connected_at_unix_ms=conversation.started_at_ms,
+                masked=masked)),
         ]
+        if masked:
+            effects.append(ToClient(gateway_pb2.ServerFrame(notice=gateway_pb2.ModerationNotice(
+                category=common_pb2.CATEGORY_CONTACT_SOLICITATION, match_id=conversation.match_id,
+                message="Contact details are hidden here: the stranger saw your message without them."))))
+        return effects
 
     def _client_typing(self, typing: gateway_pb2.SetTyping) -> list[Effect]:
         if self.phase is not Phase.CONNECTED:
             return [error(Err.CODE_NOT_CONNECTED, "typing: no stranger to talk to")]
+        if typing.typing and not self._typing_since_ms:
+            self._typing_since_ms = int(self._now() * 1000)
         return [Relay(self.conversation.peer.gateway_id, self._relay(
             self.conversation, typing=events_pb2.RelayTyping(typing=typing.typing)))]
 
@@ -429,7 +449,9 @@ class SessionMachine:
         self.phase = Phase.CONNECTED
         self.proposal = None
         self.conversation = Conversation(match_id=frame.match_id, peer=peer,
-                                         peer_identity=frame.accept.identity)
+                                         peer_identity=frame.accept.identity,
+                                         started_at_ms=int(self._now() * 1000))
+        self._typing_since_ms = 0
         connected = gateway_pb2.Connected(
             match_id=frame.match_id, common_interests=proposal.common_interests,
             random_fallback=proposal.random_fallback, offerer=proposal.offerer)

@@ -395,3 +395,35 @@ def test_moderation_ends_a_conversation_and_the_stranger_is_told():
     assert a.on_session_action(action(events_pb2.SessionAction.KIND_END_CONVERSATION)) == []
     a.on_frame(frame(next=gateway_pb2.Next()))
     assert a.on_session_action(action(events_pb2.SessionAction.KIND_WARN, match_id="old")) == []
+
+
+def test_in_a_minors_pool_contact_details_never_reach_the_stranger():
+    from services.moderation.detectors.contact import mask_contacts
+
+    counter = itertools.count()
+
+    def masking(session):
+        return SessionMachine(common_pb2.SessionRef(gateway_id="g1", session_id=session),
+                              common_pb2.Identity(device_token=f"dev-{session}"),
+                              new_id=lambda: f"{session}-id{next(counter)}", now=Clock(),
+                              mask_contacts=mask_contacts)
+
+    a, b = masking("a"), masking("b")
+    a.on_frame(join(band=MINOR)), b.on_frame(join(band=MINOR))
+    deliver(a.on_match_found(found(a, b)) + b.on_match_found(found(a, b)), {"a": a, "b": b})
+    a.on_frame(frame(typing=gateway_pb2.SetTyping(typing=True)))
+    effects = a.on_frame(frame(text=gateway_pb2.SendText(text="text me 415-867-5309 ok")))
+    (relayed,) = relays(effects)
+    assert "415" not in relayed.text.text and relayed.text.text.startswith("text me ")
+    (observed,) = published(effects, "MessageObserved")
+    assert observed.text == "text me 415-867-5309 ok" and observed.masked  # moderation sees what was written
+    assert observed.typing_started_at_unix_ms and observed.connected_at_unix_ms
+    (notice,) = [e.frame.notice for e in effects if isinstance(e, ToClient)]
+    assert notice.category == common_pb2.CATEGORY_CONTACT_SOLICITATION and not notice.conversation_ended
+    # Lines without contact details pass as they are, and adults' pools are not masked.
+    (plain,) = relays(a.on_frame(frame(text=gateway_pb2.SendText(text="what games do you play"))))
+    assert plain.text.text == "what games do you play"
+    x, y = masking("x"), masking("y")
+    connect(x, y)
+    (adult,) = relays(x.on_frame(frame(text=gateway_pb2.SendText(text="text me 415-867-5309"))))
+    assert adult.text.text == "text me 415-867-5309"
