@@ -27,6 +27,19 @@ class ModerationMetrics:
             ["mode", "age_band"])
         self.decisions_unpublished = metrics.gauge(
             "decisions_unpublished", "Decisions stored but not yet confirmed by the broker (the outbox)")
+        self.suspicions_received = metrics.counter(
+            "suspicions_received_total", "Suspected ban evaders taken from the broker, by outcome "
+            "(stored: a new item; merged: joined an open item; suppressed: the device and ban were dismissed "
+            "before, kept on that item; duplicate: a redelivery)", ["outcome"])
+        self.escalations_opened = metrics.counter(
+            "escalations_opened_total", "Detector escalations filed into the review queue, by outcome",
+            ["outcome"])
+        self.moderator_calls = metrics.counter(
+            "moderator_calls_total", "Moderator API calls, by method and outcome (ok, unauthenticated, "
+            "permission_denied, error)", ["method", "outcome"])
+        self.evidence_purged = metrics.counter(
+            "evidence_purged_cases_total", "Cases whose evidence the retention purge deleted")
+        self.exports = metrics.counter("exports_total", "Law-enforcement packages exported")
 
     async def refresh_gauges(self, store: ReviewStore) -> None:
         """Read the queue gauges from the store; a store outage leaves them as they were."""

@@ -43,17 +43,21 @@ async def test_report_reaches_the_review_queue_with_both_sides_lines(stack):
     ack = (await a.expect("ack")).ack
     assert ack.what == "report" and ack.id
 
+    # No moderator tokens configured: the service accepts the development ones.
+    as_moderator = (("authorization", "Bearer parley-dev-moderator"),)
     async with grpc.aio.insecure_channel(stack["moderation"].grpc_addr) as channel:
         moderation = moderation_pb2_grpc.ModerationStub(channel)
         item = None
         for _ in range(50):
-            listed = await moderation.ListReviewItems(moderation_pb2.ListReviewItemsRequest())
+            listed = await moderation.ListReviewItems(moderation_pb2.ListReviewItemsRequest(),
+                                                      metadata=as_moderator)
             item = next((i for i in listed.items if i.report_id == ack.id), None)
             if item:
                 break
             await asyncio.sleep(0.1)
         assert item is not None, "the report never reached the review queue"
-        full = await moderation.GetReviewItem(moderation_pb2.GetReviewItemRequest(item_id=item.item_id))
+        full = await moderation.GetReviewItem(moderation_pb2.GetReviewItemRequest(item_id=item.item_id),
+                                              metadata=as_moderator)
     assert [(line.from_reporter, line.text) for line in full.evidence] == [
         (True, "hello there"), (False, "what is your snap")]
     assert full.reported.device_token == b.device_token

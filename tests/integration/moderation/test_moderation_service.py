@@ -1,14 +1,12 @@
 """The moderation service as a real process: reports in through the real
-RabbitMQ, the review queue over real gRPC, decisions out on the durable
-ban.decisions queue, poison to the dead-letter queue, the store kept across
-a restart, and parley-modctl against it."""
+RabbitMQ, the review queue over real gRPC (with moderator tokens), decisions
+out on the durable ban.decisions queue, poison to the dead-letter queue, the
+store kept across a restart, and parley-modctl against it. The people-in-
+the-loop features (claims, roles, audit, vault, export, evader suspicions)
+are in test_people_in_the_loop.py."""
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import aio_pika
 import grpc
@@ -21,104 +19,13 @@ from parley.v1 import moderation_pb2_grpc
 from services.moderation.app import MIGRATIONS, VERSION_TABLE
 from services.moderation.store import ReviewStore
 from services.runtime import envelope as env
-from services.runtime.bus import Bus
 from services.runtime.db import make_engine, migrate
 from services.runtime.topology import EVENTS_EXCHANGE
+from tests.integration.moderation.servicekit import (As, decision_with_id, eventually, item_for, make_report,
+                                                     modctl, start_moderation, take_from_queue, wait_listed)
 from tests.support import metric_value
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-# ---------------------------------------------------------------- helpers
-
-async def eventually(probe, timeout: float = 8.0, interval: float = 0.1):
-    """Call `probe` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {probe.__name__}")
-        await asyncio.sleep(interval)
-
-
-def make_report(category: int = c.CATEGORY_HARASSMENT) -> events_pb2.ReportFiled:
-    report = events_pb2.ReportFiled(
-        report_id=uuid.uuid4().hex,
-        reporter=c.Identity(device_token="dev-reporter", ip_hash="ip-a", ip_prefix_hash="pfx-a"),
-        reported=c.Identity(device_token=f"dev-{uuid.uuid4().hex[:8]}", ip_hash="ip-b", ip_prefix_hash="pfx-b"),
-        match_id="match-1", category=category, comment="kept insulting me",
-        mode=c.MODE_TEXT, age_band=c.AGE_BAND_ADULT, reported_at_unix_ms=int(time.time() * 1000))
-    report.evidence.add(from_reporter=True, text="hi", sent_at_unix_ms=1)
-    report.evidence.add(from_reporter=False, text="you are an idiot", sent_at_unix_ms=2)
-    report.evidence.add(from_reporter=True, text="bye", sent_at_unix_ms=3)
-    report.snapshot_hashes.append("pdq:abcd")
-    return report
-
-
-@pytest.fixture
-async def gateway_bus(amqp_url):
-    """The test plays the gateway: it publishes reports as the gateway does."""
-    bus = Bus(amqp_url, "gateway", f"test-{uuid.uuid4().hex[:6]}")
-    await bus.connect(timeout=10)
-    yield bus
-    await bus.close()
-
-
-@pytest.fixture
-async def channel(amqp_url):
-    connection = await aio_pika.connect(amqp_url)
-    channel = await connection.channel()
-    yield channel
-    await connection.close()
-
-
-@pytest.fixture
-def moderation(start_service):
-    return start_service("moderation")
-
-
-@pytest.fixture
-async def api(moderation):
-    async with grpc.aio.insecure_channel(moderation.grpc_addr) as grpc_channel:
-        yield moderation_pb2_grpc.ModerationStub(grpc_channel)
-
-
-async def item_for(api, report_id: str, status: int = m.REVIEW_STATUS_UNSPECIFIED):
-    reply = await api.ListReviewItems(m.ListReviewItemsRequest(status=status, limit=500), timeout=5)
-    found = [item for item in reply.items if item.report_id == report_id]
-    assert len(found) <= 1, f"{len(found)} items for one report"
-    return found[0] if found else None
-
-
-async def wait_listed(api, report_id: str) -> m.ReviewItem:
-    async def listed():
-        return await item_for(api, report_id, m.REVIEW_STATUS_OPEN)
-    return await eventually(listed)
-
-
-async def take_from_queue(channel, queue_name: str, match, timeout: float = 8.0):
-    """Take messages from `queue_name` until `match(message)` is true."""
-    queue = await channel.get_queue(queue_name, ensure=True)
-
-    async def next_match():
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            if match(message):
-                return message
-        return None
-    next_match.__name__ = f"a matching message on {queue_name}"
-    return await eventually(next_match, timeout)
-
-
-def decision_with_id(decision_id: str):
-    def match(message) -> bool:
-        envelope = env.decode(message.body, message.content_type, message.type)
-        return (envelope.WhichOneof("event") == "decision_made"
-                and envelope.decision_made.decision_id == decision_id)
-    return match
 
 
 # ---------------------------------------------------------------- reports
@@ -128,14 +35,19 @@ async def test_a_report_lands_in_the_review_queue_with_its_evidence(api, moderat
     await gateway_bus.publish(report)
     item = await wait_listed(api, report.report_id)
     assert item.status == m.REVIEW_STATUS_OPEN and item.category == c.CATEGORY_SEXUAL_CONTENT
-    assert [(line.from_reporter, line.text) for line in item.evidence] == [
-        (True, "hi"), (False, "you are an idiot"), (True, "bye")]
-    assert list(item.snapshot_hashes) == ["pdq:abcd"]
+    assert item.kind == m.REVIEW_ITEM_KIND_REPORT and item.report_count == 1
+    assert item.evidence_count == 4 and not item.evidence  # a list shows no evidence
     assert item.reported.device_token == report.reported.device_token
     assert item.reporter.device_token == "dev-reporter" and item.comment == "kept insulting me"
-    assert item.priority > 0 and item.created_at_unix_ms > 0 and not item.decision_id
+    assert item.priority == 5000 + 75 + 4 and item.created_at_unix_ms > 0 and not item.decision_id
 
     fetched = await api.GetReviewItem(m.GetReviewItemRequest(item_id=item.item_id), timeout=5)
+    assert [(line.from_reporter, line.text) for line in fetched.evidence] == [
+        (True, "hi"), (False, "you are an idiot"), (True, "bye")]
+    assert list(fetched.snapshot_hashes) == ["pdq:abcd"]
+    assert [r.report_id for r in fetched.reports] == [report.report_id] and len(fetched.vault_sha256) == 1
+    fetched.ClearField("evidence"), fetched.ClearField("snapshot_hashes")
+    fetched.ClearField("reports"), fetched.ClearField("vault_sha256")
     assert fetched == item
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await api.GetReviewItem(m.GetReviewItemRequest(item_id="no-such-item"), timeout=5)
@@ -200,18 +112,18 @@ async def test_chat_copies_are_counted(moderation, gateway_bus):
 
 async def test_a_report_survives_a_restart(start_service, gateway_bus, tmp_path):
     database_url = f"sqlite:///{tmp_path}/kept.db"
-    first = start_service("moderation", PARLEY_MODERATION_DATABASE_URL=database_url)
+    first = start_moderation(start_service, PARLEY_MODERATION_DATABASE_URL=database_url)
     report = make_report()
     await gateway_bus.publish(report)
     async with grpc.aio.insecure_channel(first.grpc_addr) as grpc_channel:
-        item = await wait_listed(moderation_pb2_grpc.ModerationStub(grpc_channel), report.report_id)
+        item = await wait_listed(As(moderation_pb2_grpc.ModerationStub(grpc_channel), "alice"), report.report_id)
     assert first.stop() == 0
 
-    second = start_service("moderation", PARLEY_MODERATION_DATABASE_URL=database_url)
+    second = start_moderation(start_service, PARLEY_MODERATION_DATABASE_URL=database_url)
     async with grpc.aio.insecure_channel(second.grpc_addr) as grpc_channel:
-        kept = await moderation_pb2_grpc.ModerationStub(grpc_channel).GetReviewItem(
-            m.GetReviewItemRequest(item_id=item.item_id), timeout=5)
-    assert kept == item
+        kept = await As(moderation_pb2_grpc.ModerationStub(grpc_channel), "alice").ListReviewItems(
+            m.ListReviewItemsRequest(), timeout=5)
+    assert list(kept.items) == [item]
 
 
 # ---------------------------------------------------------------- decisions
@@ -222,7 +134,7 @@ async def test_a_decision_reaches_the_ban_decisions_queue(api, moderation, gatew
     item = await wait_listed(api, report.report_id)
 
     reply = await api.Decide(m.DecideRequest(item_id=item.item_id, action=m.ACTION_BAN, duration_s=86400,
-                                             moderator="alice", note="slurs"), timeout=10)
+                                             moderator="mallory", note="slurs"), timeout=10)
     message = await take_from_queue(channel, "ban.decisions", decision_with_id(reply.decision_id))
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.type == "parley.v1.DecisionMade"
@@ -230,6 +142,7 @@ async def test_a_decision_reaches_the_ban_decisions_queue(api, moderation, gatew
     assert decision.subject == report.reported
     assert (decision.action, decision.duration_s, decision.category) == (
         m.ACTION_BAN, 86400, c.CATEGORY_HARASSMENT)
+    # the authenticated moderator, whatever the request claimed
     assert (decision.item_id, decision.report_id, decision.moderator, decision.note) == (
         item.item_id, report.report_id, "alice", "slurs")
 
@@ -250,13 +163,14 @@ async def test_bad_decisions_get_clear_errors(api, gateway_bus):
             await api.Decide(m.DecideRequest(**fields), timeout=5)
         return error.value.code()
 
-    assert await code_of(item_id=item.item_id, action=m.ACTION_UNSPECIFIED, moderator="a") == \
+    assert await code_of(item_id=item.item_id, action=m.ACTION_UNSPECIFIED, note="x") == \
         grpc.StatusCode.INVALID_ARGUMENT
-    assert await code_of(item_id=item.item_id, action=m.ACTION_BAN, duration_s=-5, moderator="a") == \
+    assert await code_of(item_id=item.item_id, action=m.ACTION_BAN, duration_s=-5, note="x") == \
         grpc.StatusCode.INVALID_ARGUMENT
-    assert await code_of(item_id="no-such-item", action=m.ACTION_WARN, moderator="a") == grpc.StatusCode.NOT_FOUND
-    await api.Decide(m.DecideRequest(item_id=item.item_id, action=m.ACTION_DISMISS, moderator="a"), timeout=10)
-    assert await code_of(item_id=item.item_id, action=m.ACTION_WARN, moderator="b") == \
+    assert await code_of(item_id=item.item_id, action=m.ACTION_WARN) == grpc.StatusCode.INVALID_ARGUMENT  # no note
+    assert await code_of(item_id="no-such-item", action=m.ACTION_WARN, note="x") == grpc.StatusCode.NOT_FOUND
+    await api.Decide(m.DecideRequest(item_id=item.item_id, action=m.ACTION_DISMISS, note="banter"), timeout=10)
+    assert await code_of(item_id=item.item_id, action=m.ACTION_WARN, note="x") == \
         grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -269,10 +183,10 @@ async def test_a_decision_left_unpublished_by_a_crash_is_published_at_start(star
     store = ReviewStore(engine)
     report = make_report()
     item, _ = await store.add_report(report, "event-1")
-    decision = await store.decide(item.item_id, m.ACTION_WARN, c.CATEGORY_UNSPECIFIED, 0, "alice")
+    decision = await store.decide(item.item_id, m.ACTION_WARN, c.CATEGORY_UNSPECIFIED, 0, "alice", "rude")
     assert await store.count_unpublished() == 1
 
-    service = start_service("moderation", PARLEY_MODERATION_DATABASE_URL=database_url)
+    service = start_moderation(start_service, PARLEY_MODERATION_DATABASE_URL=database_url)
     message = await take_from_queue(channel, "ban.decisions", decision_with_id(decision.decision_id))
     published = env.decode(message.body, message.content_type, message.type).decision_made
     assert published.subject == report.reported and published.action == m.ACTION_WARN
@@ -290,14 +204,6 @@ async def test_a_decision_left_unpublished_by_a_crash_is_published_at_start(star
 
 # ---------------------------------------------------------------- parley-modctl
 
-async def modctl(addr: str, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.moderation.cli", "--addr", addr, *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_modctl_lists_shows_and_decides(api, moderation, gateway_bus, channel):
     report = make_report(c.CATEGORY_SPAM)
     await gateway_bus.publish(report)
@@ -313,7 +219,7 @@ async def test_modctl_lists_shows_and_decides(api, moderation, gateway_bus, chan
     assert out.index("reporter: hi") < out.index("reported: you are an idiot") < out.index("reporter: bye")
 
     code, out, _ = await modctl(addr, "decide", item.item_id, "--action", "ban", "--duration", "24h",
-                                "--category", "harassment", "--moderator", "bob", "--note", "spam and abuse")
+                                "--category", "harassment", "--note", "spam and abuse")
     assert code == 0 and "decision" in out
     decision_id = out.split()[-1]
     message = await take_from_queue(channel, "ban.decisions", decision_with_id(decision_id))
@@ -325,7 +231,14 @@ async def test_modctl_lists_shows_and_decides(api, moderation, gateway_bus, chan
     code, out, _ = await modctl(addr, "list", "--all")
     assert item.item_id in out and "decided" in out
 
-    code, _, err = await modctl(addr, "decide", item.item_id, "--action", "warn", "--moderator", "bob")
+    code, _, err = await modctl(addr, "decide", item.item_id, "--action", "warn", "--note", "again")
     assert code == 1 and "FAILED_PRECONDITION" in err and "already decided" in err
     code, _, err = await modctl(addr, "show", "no-such-item")
     assert code == 1 and "NOT_FOUND" in err
+
+    code, out, _ = await modctl(addr, "whoami")
+    assert (code, out.strip()) == (0, "bob (moderator)")
+    code, _, err = await modctl(addr, "list", who=None)
+    assert code == 2 and "PARLEY_MODCTL_TOKEN" in err
+    code, _, err = await modctl(addr, "list", who=None, extra_env={"PARLEY_MODCTL_TOKEN": "not-a-token"})
+    assert code == 1 and "UNAUTHENTICATED" in err

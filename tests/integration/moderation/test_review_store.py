@@ -10,68 +10,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from parley.v1 import common_pb2 as c
-from parley.v1 import events_pb2
 from parley.v1 import moderation_pb2 as m
 from services.moderation import review
 from services.moderation.app import MIGRATIONS, VERSION_TABLE
-from services.moderation.store import (DECIDED, OPEN, AlreadyDecided, Identity, ItemNotFound, ReviewStore,
-                                       metadata)
-from services.runtime.db import make_engine, migrate
+from services.moderation.retention import DAY_MS
+from services.moderation.store import DECIDED, OPEN, AlreadyDecided, Identity, ItemNotFound, metadata
+from services.runtime.db import migrate
+from tests.integration.moderation.storekit import T0, make_report
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_700_000_000_000
-
-
-class StepClock:
-    """A clock that moves one second per reading: every write is later than the last."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        self.now += 1000
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path):
-    # A sync fixture: pg_url creates its database with asyncio.run, which
-    # cannot run inside the test loop.
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/moderation.db"
-    return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture
-async def engine(database_url):
-    engine = make_engine(database_url)
-    async with engine.begin() as conn:  # the PostgreSQL database is shared by the run
-        await conn.run_sync(metadata.drop_all)
-        await conn.execute(sa.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
-    await migrate(engine, MIGRATIONS, VERSION_TABLE)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def store(engine):
-    return ReviewStore(engine, clock=StepClock())
-
-
-def make_report(report_id: str = "report-1", category: int = c.CATEGORY_HARASSMENT,
-                lines: int = 3, hashes: int = 0) -> events_pb2.ReportFiled:
-    report = events_pb2.ReportFiled(
-        report_id=report_id,
-        reporter=c.Identity(device_token="dev-reporter", ip_hash="ip-a", ip_prefix_hash="pfx-a"),
-        reported=c.Identity(device_token="dev-reported", ip_hash="ip-b", ip_prefix_hash="pfx-b"),
-        match_id="match-1", category=category, comment="said awful things",
-        mode=c.MODE_TEXT, age_band=c.AGE_BAND_ADULT, reported_at_unix_ms=T0 - 5000)
-    for i in range(lines):
-        report.evidence.add(from_reporter=i % 2 == 0, text=f"line {i}", sent_at_unix_ms=T0 - 10_000 + i)
-    report.snapshot_hashes.extend(f"pdq:{i:04x}" for i in range(hashes))
-    return report
-
 
 # ---------------------------------------------------------------- reports
 
@@ -82,14 +29,15 @@ async def test_a_report_is_stored_with_its_evidence_in_order(store):
     assert created
     assert item.status == OPEN and item.decision_id is None and item.claimed_by is None
     assert item.report_id == "report-1" and item.category == c.CATEGORY_HARASSMENT
-    assert item.priority == review.priority(c.CATEGORY_HARASSMENT, 6, 2)
+    assert item.priority == review.priority(c.CATEGORY_HARASSMENT, reporter_weight=1.0, evidence=8)
+    assert (item.kind, item.report_count, item.evidence_count, item.reporter_weight) == ("report", 1, 8, 1.0)
     assert [(line.from_reporter, line.text, line.sent_at_ms) for line in item.evidence] == [
         (line.from_reporter, line.text, line.sent_at_unix_ms) for line in report.evidence]
     assert item.snapshot_hashes == ("pdq:0000", "pdq:0001")
     assert item.reported == Identity("dev-reported", "ip-b", "pfx-b")
     assert item.reporter == Identity("dev-reporter", "ip-a", "pfx-a")
     assert (item.match_id, item.mode, item.age_band, item.comment) == (
-        "match-1", c.MODE_TEXT, c.AGE_BAND_ADULT, "said awful things")
+        "match-report-1", c.MODE_TEXT, c.AGE_BAND_ADULT, "said awful things")
     assert item.reported_at_ms == T0 - 5000 and item.created_at_ms > T0
     assert await store.get_item(item.item_id) == item
     assert await store.get_item_by_report("report-1") == item
@@ -109,7 +57,8 @@ async def test_a_redelivered_report_makes_one_item(store, engine):
     assert len(await store.list_items()) == 1
     async with engine.connect() as conn:
         for table, expected in (("reports", 1), ("evidence_lines", 4), ("snapshot_hashes", 1),
-                                ("review_items", 1), ("audit_log", 1)):
+                                ("review_items", 1), ("audit_log", 1), ("vault_blobs", 1),
+                                ("case_evidence", 1), ("custody_log", 2)):
             count = (await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one()
             assert count == expected, table
 
@@ -221,9 +170,10 @@ async def test_every_change_writes_an_audit_row(store):
     assert [(e.actor, e.action) for e in entries] == [
         ("intake", "report_filed"), ("moderator:alice", "decided"), ("outbox", "decision_published")]
     assert entries[0].detail == {"report_id": "report-1", "event_id": "event-1", "category": "CATEGORY_HARASSMENT",
-                                 "evidence_lines": 2, "snapshot_hashes": 1}
+                                 "evidence_lines": 2, "snapshot_hashes": 1, "source": "user"}
     assert entries[1].detail == {"decision_id": decision.decision_id, "action": "ACTION_BAN",
-                                 "category": "CATEGORY_SPAM", "duration_s": 3600}
+                                 "category": "CATEGORY_SPAM", "duration_s": 3600, "note": "",
+                                 "reporters": 1, "retain_until_ms": decision.decided_at_ms + 90 * DAY_MS}
     assert entries[2].detail == {"decision_id": decision.decision_id}
     assert [e.at_ms for e in entries] == sorted(e.at_ms for e in entries)
 
@@ -244,7 +194,7 @@ async def test_migrating_again_changes_nothing(engine, store):
     await migrate(engine, MIGRATIONS, VERSION_TABLE)
     async with engine.connect() as conn:
         versions = (await conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalars().all()
-    assert versions == ["0001"]
+    assert versions == ["0002"]
     assert await store.get_item(item.item_id) == item
 
 
