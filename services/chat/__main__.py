@@ -23,8 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
 from parley.v1 import common_pb2, gateway_pb2
-from services.chat.client import ChatClient, SessionClosed
+from services.chat.client import ChatClient, SessionClosed, file_appeal
 
 CATEGORIES = {
     "spam": common_pb2.CATEGORY_SPAM,
@@ -61,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     # same machine needs a device of its own to meet the first.
     parser.add_argument("--new-device", action="store_true",
                         help="use a new device token this run and keep none")
+    parser.add_argument("--appeal", metavar="BAN_ID",
+                        help="appeal a ban of this device (once per ban), with --statement, then exit")
+    parser.add_argument("--statement", default="", help="why the ban is wrong (with --appeal)")
     args = parser.parse_args(argv)
     if args.token_file is None and not args.new_device:
         args.token_file = default_token_file()
@@ -162,6 +167,9 @@ class Terminal:
             else:
                 until = "for good"
             show(f"! You are banned {until}: {banned.reason}")
+            if banned.ban_id and banned.appealable_until_unix_ms > time.time() * 1000:
+                by = time.strftime("%Y-%m-%d", time.localtime(banned.appealable_until_unix_ms / 1000))
+                show(f"  To appeal (until {by}): parley-chat --appeal {banned.ban_id} --statement \"...\"")
         elif kind == "notice":
             notice = frame.notice
             if notice.conversation_ended:
@@ -311,9 +319,24 @@ async def prompt_lines(terminal: Terminal, frames: asyncio.Task) -> None:
         watcher.cancel()
 
 
+async def appeal(args: argparse.Namespace, token: str) -> int:
+    if not token:
+        show("! No device token here to appeal with (see --token-file).")
+        return 1
+    try:
+        appeal_id = await file_appeal(args.addr, token, args.appeal, args.statement)
+    except grpc.aio.AioRpcError as exc:
+        show(f"! Appeal not filed: {exc.details() or exc.code().name}")
+        return 1
+    show(f"* Appeal {appeal_id} filed. A moderator will review the ban.")
+    return 0
+
+
 async def run(args: argparse.Namespace) -> int:
     token_file = None if args.new_device else args.token_file
     token = token_file.read_text().strip() if token_file and token_file.exists() else ""
+    if args.appeal:
+        return await appeal(args, token)
     try:
         client = await ChatClient.connect(args.addr, token)
     except SessionClosed as exc:

@@ -122,3 +122,12 @@ class ChatClient:
             self._call.cancel()
         if self._owns_channel:
             await self._channel.close()
+
+
+async def file_appeal(address: str, device_token: str, ban_id: str, statement: str) -> str:
+    """Appeal a ban through the gateway; the appeal id, or grpc.aio.AioRpcError
+    with the gateway's reason."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await gateway_pb2_grpc.GatewayStub(channel).FileAppeal(gateway_pb2.AppealRequest(
+            device_token=device_token, ban_id=ban_id, statement=statement), timeout=10)
+    return reply.appeal_id

@@ -9,6 +9,7 @@ import logging
 import grpc
 
 from services.gateway import proof_of_work
+from services.gateway import appeals
 from services.gateway.bans import BanGate
 from services.gateway.grpc_api import MAX_FRAME_BYTES, SERVICE_NAME, GatewayApi
 from services.gateway.http import HttpServer, build_http_app
@@ -37,10 +38,10 @@ class GatewayService:
                         "with relay-only ICE their video cannot connect")
         self.bus = Bus(settings.amqp_url, "gateway", settings.instance_id)
         self.bans = BanGate(settings.ban_addr, settings.ban_check_timeout_seconds)
+        tokens = DeviceTokens(settings.device_token_secret or DEV_DEVICE_TOKEN_SECRET)
+        hasher = AddressHasher(settings.ip_pepper or DEV_IP_PEPPER)
         self.hub = SessionHub(
-            gateway_id=settings.instance_id, bus=self.bus, bans=self.bans,
-            tokens=DeviceTokens(settings.device_token_secret or DEV_DEVICE_TOKEN_SECRET),
-            hasher=AddressHasher(settings.ip_pepper or DEV_IP_PEPPER),
+            gateway_id=settings.instance_id, bus=self.bus, bans=self.bans, tokens=tokens, hasher=hasher,
             proposal_timeout=settings.proposal_timeout_seconds,
             publish_timeout=settings.publish_timeout_seconds,
             matcher_partitions=settings.matcher_partitions,
@@ -53,10 +54,12 @@ class GatewayService:
             pow_policy=proof_of_work.Policy(settings.pow_bits, settings.pow_max_bits,
                                             settings.pow_free_sessions_per_minute))
         addresses = ClientAddress(settings.trusted_proxies)
-        self.api = GatewayApi(self.hub, settings.hello_timeout_seconds, addresses)
+        appeal_desk = appeals.AppealDesk(self.bans.channel, tokens, hasher, self.hub.addresses)
+        self.api = GatewayApi(self.hub, settings.hello_timeout_seconds, addresses, appeal_desk)
         self._serving = False
         http_app = build_http_app(lambda: self._serving)
         WebSocketApi(self.hub, settings.hello_timeout_seconds, addresses).register(http_app)
+        appeals.add_http_route(http_app, appeal_desk, addresses)
         self.http = HttpServer(http_app, settings.http_host, settings.http_port)
         self._ticker: asyncio.Task | None = None
 

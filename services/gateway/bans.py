@@ -35,14 +35,14 @@ class BanGate:
         self.m_failures = metrics.counter(
             "ban_check_failures_total", "Ban checks the ban service did not answer (failed open)")
 
-    async def check(self, identity: common_pb2.Identity, mode: int) -> ban_pb2.BanRecord | None:
+    async def check(self, identity: common_pb2.Identity, mode: int, session_id: str = "") -> ban_pb2.BanRecord | None:
         try:
             reply = await self._stub.CheckBan(
-                ban_pb2.CheckBanRequest(identity=identity, mode=mode), timeout=self._timeout)
+                ban_pb2.CheckBanRequest(identity=identity, mode=mode, session_id=session_id), timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             self.m_failures.inc()
             self._warn(exc)
-            ban = self.known_ban(identity, mode)
+            ban = self.known_ban(identity, mode, session_id)
         else:
             ban = reply.ban if reply.banned else None
         self.m_checks.labels("banned" if ban else "clear").inc()
@@ -58,11 +58,11 @@ class BanGate:
             self._warned_at = now
             self._unlogged_failures = 0
 
-    def known_ban(self, identity: common_pb2.Identity, mode: int) -> ban_pb2.BanRecord | None:
+    def known_ban(self, identity: common_pb2.Identity, mode: int, session_id: str = "") -> ban_pb2.BanRecord | None:
         now_ms = int(time.time() * 1000)
         for ban in self._known.values():
             expired = ban.expires_at_unix_ms and ban.expires_at_unix_ms <= now_ms
-            if not expired and ban_applies(ban, identity, mode):
+            if not expired and ban_applies(ban, identity, mode, session_id):
                 return ban
         return None
 
@@ -71,6 +71,11 @@ class BanGate:
 
     def forget(self, ban: ban_pb2.BanRecord) -> None:
         self._known.pop(ban.ban_id, None)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the ban service (appeals share it)."""
+        return self._channel
 
     async def close(self) -> None:
         await self._channel.close()

@@ -9,6 +9,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from parley.v1 import gateway_pb2
+from services.gateway.appeals import AppealDesk, AppealRefused
 from services.gateway.hub import SessionHub
 from services.gateway.identity import ClientAddress, peer_ip
 from services.gateway.session_driver import InvalidFrame, drive_session
@@ -27,17 +28,35 @@ def parse_client_frame(data: bytes) -> gateway_pb2.ClientFrame | InvalidFrame:
 
 
 class GatewayApi:
-    def __init__(self, hub: SessionHub, hello_timeout: float, addresses: ClientAddress | None = None) -> None:
+    def __init__(self, hub: SessionHub, hello_timeout: float, addresses: ClientAddress | None = None,
+                 appeals: AppealDesk | None = None) -> None:
         self.hub = hub
         self.hello_timeout = hello_timeout
         self.addresses = addresses or ClientAddress()
+        self.appeals = appeals
 
     def register(self, server: grpc.aio.Server) -> None:
         handler = grpc.stream_stream_rpc_method_handler(
             self.Session, request_deserializer=parse_client_frame,
             response_serializer=gateway_pb2.ServerFrame.SerializeToString)
+        appeal = grpc.unary_unary_rpc_method_handler(
+            self.FileAppeal, request_deserializer=gateway_pb2.AppealRequest.FromString,
+            response_serializer=gateway_pb2.AppealReply.SerializeToString)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            SERVICE_NAME, {"Session": handler}),))
+            SERVICE_NAME, {"Session": handler, "FileAppeal": appeal}),))
+
+    def _client_ip(self, context: grpc.aio.ServicerContext) -> str:
+        forwarded_for = dict(context.invocation_metadata() or ()).get("x-forwarded-for")
+        return self.addresses.resolve(peer_ip(context.peer()), forwarded_for)
+
+    async def FileAppeal(self, request: gateway_pb2.AppealRequest,
+                         context: grpc.aio.ServicerContext) -> gateway_pb2.AppealReply:
+        if self.appeals is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "appeals are not served here")
+        try:
+            return await self.appeals.file(request, self._client_ip(context))
+        except AppealRefused as exc:
+            await context.abort(exc.code, exc.message)
 
     async def Session(self, requests, context: grpc.aio.ServicerContext) -> None:
         frames = requests.__aiter__()
@@ -48,6 +67,4 @@ class GatewayApi:
             except (StopAsyncIteration, grpc.aio.AioRpcError):
                 return None
 
-        forwarded_for = dict(context.invocation_metadata() or ()).get("x-forwarded-for")
-        ip = self.addresses.resolve(peer_ip(context.peer()), forwarded_for)
-        await drive_session(self.hub, "grpc", ip, self.hello_timeout, receive, context.write)
+        await drive_session(self.hub, "grpc", self._client_ip(context), self.hello_timeout, receive, context.write)

@@ -21,7 +21,8 @@ from services.moderation.detectors.contact import mask_contacts
 from services.runtime.bus import Bus, BusUnavailable
 from services.runtime.logs import session_context
 from services.runtime.metrics import Metrics
-from services.runtime.topology import DEFAULT_MATCHER_PARTITIONS, match_routing_key, matcher_partition
+from services.runtime.topology import (DEFAULT_MATCHER_PARTITIONS, MATCH_ID_HEADER, match_routing_key,
+                                       matcher_partition)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class SessionHub:
             if kind == "join":
                 # Bans are checked again before every join (video-only bans
                 # depend on the mode asked for).
-                ban = await self.bans.check(live.machine.identity, frame.join.mode)
+                ban = await self.bans.check(live.machine.identity, frame.join.mode, live.session_id)
                 if ban is not None:
                     self.m_rejects.labels("ban").inc()
                     await self._run(live, live.machine.on_ban(ban) or [ToClient(banned_frame(ban)), Close("banned")])
@@ -222,7 +223,7 @@ class SessionHub:
             for live in list(self.sessions.values()):
                 # Checked here first so that a ban costs no lock per session
                 # it does not concern; the machine checks again under the lock.
-                if ban_applies(ban, live.machine.identity, live.machine.mode):
+                if ban_applies(ban, live.machine.identity, live.machine.mode, live.session_id):
                     await self._apply(live, lambda m: m.on_ban(ban))
         elif field == "ban_lifted":
             self.bans.forget(envelope.ban_lifted.ban)
@@ -267,9 +268,13 @@ class SessionHub:
             elif isinstance(effect, Publish):
                 if effect.event.DESCRIPTOR.name == "SnapshotObserved":
                     self.m_snapshots.inc()
+                # Chat copies carry their match id in a header: moderation's
+                # consistent-hash exchange keeps a conversation on one replica.
+                headers = ({MATCH_ID_HEADER: effect.event.match_id}
+                           if effect.event.DESCRIPTOR.name == "MessageObserved" else None)
                 try:
                     await self.bus.publish(effect.event, timeout=self.publish_timeout,
-                                           routing_key=self._routing_key(effect.event))
+                                           routing_key=self._routing_key(effect.event), headers=headers)
                 except BusUnavailable:
                     log.error("publish failed", extra={"event": effect.event.DESCRIPTOR.name})
                     live.send(error(gateway_pb2.Error.CODE_UNAVAILABLE,

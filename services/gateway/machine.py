@@ -68,7 +68,7 @@ def error(code: int, message: str) -> ToClient:
 def banned_frame(ban: ban_pb2.BanRecord) -> gateway_pb2.ServerFrame:
     return gateway_pb2.ServerFrame(banned=gateway_pb2.Banned(
         reason=ban.reason, expires_at_unix_ms=ban.expires_at_unix_ms, category=ban.category,
-        ban_id=ban.ban_id))
+        ban_id=ban.ban_id, appealable_until_unix_ms=ban.appealable_until_unix_ms))
 
 
 # ---------------------------------------------------------------- state
@@ -492,7 +492,7 @@ class SessionMachine:
         return []
 
     def on_ban(self, ban: ban_pb2.BanRecord) -> list[Effect]:
-        if self.phase is Phase.CLOSED or not ban_applies(ban, self.identity, self.mode):
+        if self.phase is Phase.CLOSED or not ban_applies(ban, self.identity, self.mode, self.ref.session_id):
             return []
         effects = self._leave("banned")
         self.phase = Phase.CLOSED
@@ -529,12 +529,16 @@ class SessionMachine:
         return []
 
 
-def ban_applies(ban: ban_pb2.BanRecord, identity: common_pb2.Identity, mode: int) -> bool:
-    """Does `ban` cover this identity in this mode? Lifted bans do not."""
+def ban_applies(ban: ban_pb2.BanRecord, identity: common_pb2.Identity, mode: int, session_id: str = "") -> bool:
+    """Does `ban` cover this identity (or this session) in this mode? Lifted bans do not."""
     if ban.lifted_at_unix_ms:
         return False
     if ban.scope == common_pb2.BAN_SCOPE_VIDEO and mode != common_pb2.MODE_VIDEO:
         return False
     kind = ban.subject.WhichOneof("kind")
+    if kind in ("ip_hash", "ip_prefix_hash") and not ban.enforce_on_address:
+        return False  # a watch ban flags new devices there for review; it shuts no one out
+    if kind == "session_id":
+        return bool(session_id) and ban.subject.session_id == session_id
     value = getattr(ban.subject, kind) if kind else ""
-    return bool(value) and value == getattr(identity, kind)
+    return bool(value) and value == getattr(identity, kind, None)

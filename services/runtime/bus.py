@@ -159,17 +159,19 @@ class Bus:
     # ------------------------------------------------------------ publishing
 
     async def publish(self, event: Message, *, timeout: float = 10.0, event_id: str | None = None,
-                      routing_key: str | None = None) -> events_pb2.Envelope:
+                      routing_key: str | None = None, headers: dict | None = None) -> events_pb2.Envelope:
         """Publish a domain event on the events exchange. Durable kinds are
         persistent and wait for the broker's confirm; retried while the
         connection recovers, until `timeout`. Pass `event_id` to republish
         an event under its original id, `routing_key` where the key carries
-        more than the event (a matcher partition)."""
+        more than the event (a matcher partition), `headers` for AMQP
+        headers an exchange routes on (moderation's shard by match id)."""
         envelope = env.wrap(event, self.producer, event_id)
         kind = env.kind_of(envelope)
         if not kind.routing_key:
             raise ValueError(f"{kind.field} goes on the relay exchange: use send_relay")
-        await self._publish(envelope, EVENTS_EXCHANGE, routing_key or kind.routing_key, kind.durable, timeout)
+        await self._publish(envelope, EVENTS_EXCHANGE, routing_key or kind.routing_key, kind.durable, timeout,
+                            headers)
         return envelope
 
     async def send_relay(self, gateway_id: str, event: Message, *, timeout: float = 5.0) -> None:
@@ -188,11 +190,11 @@ class Bus:
                 envelope.event_id = uuid.uuid4().hex
             await self._publish(envelope, RELAY_EXCHANGE, gateway_id, False, timeout)
 
-    async def _publish(self, envelope, exchange_name, routing_key, durable, timeout) -> None:
+    async def _publish(self, envelope, exchange_name, routing_key, durable, timeout, headers=None) -> None:
         """Publish, retrying while the connection recovers, until `timeout`."""
         field = envelope.WhichOneof("event")
         send = (self._durable_sender if durable else self._fast_sender)(
-            envelope, field, exchange_name, routing_key, timeout)
+            envelope, field, exchange_name, routing_key, timeout, headers)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -205,10 +207,11 @@ class Bus:
                     raise BusUnavailable(f"publish to {exchange_name}/{routing_key} failed: {exc}") from exc
                 await asyncio.sleep(0.2)
 
-    def _durable_sender(self, envelope, field, exchange_name, routing_key, timeout):
+    def _durable_sender(self, envelope, field, exchange_name, routing_key, timeout, headers=None):
         """Persistent, on the channel with confirms: returns once confirmed."""
         message = aio_pika.Message(
             envelope.SerializeToString(),
+            headers=headers,
             content_type=env.CONTENT_TYPE,
             type=_TYPE_NAMES[field],
             message_id=envelope.event_id,
@@ -220,7 +223,7 @@ class Bus:
             await self._exchanges[exchange_name].publish(message, routing_key, timeout=timeout)
         return send
 
-    def _fast_sender(self, envelope, field, exchange_name, routing_key, timeout):
+    def _fast_sender(self, envelope, field, exchange_name, routing_key, timeout, headers=None):
         """Ephemeral events, on the channel without confirms: what
         aio_pika's Exchange.publish does (mandatory, the same properties),
         straight on the channel underneath, without building an
@@ -233,6 +236,7 @@ class Bus:
             message_id=envelope.event_id,
             app_id=self.producer,
             delivery_mode=_NOT_PERSISTENT,
+            headers=headers,
         )
 
         async def send() -> None:

@@ -153,6 +153,57 @@ def moderation_messages() -> QueueSpec:
                      max_length=100_000)
 
 
+# Chat lines sharded by conversation, so that each conversation's state lives
+# in one moderation replica: `parley.events` (key gateway.message_sent) is
+# bound to a consistent-hash exchange (RabbitMQ's rabbitmq_consistent_hash_exchange
+# plugin) that hashes the header the gateway sets to the match id, and each
+# replica binds a queue of its own to it. What no replica's queue takes (none
+# is running) goes to the alternate exchange and waits in `moderation.messages`
+# (bounded), which every replica also drains. Without the plugin, moderation
+# binds `moderation.messages` to the events exchange directly (one shared
+# queue). The moderation service declares all of it (services/moderation/sharding.py).
+MODERATION_MESSAGES_EXCHANGE = "parley.moderation.messages"
+MODERATION_MESSAGES_UNROUTED_EXCHANGE = "parley.moderation.messages.unrouted"
+MATCH_ID_HEADER = "x-parley-match-id"
+
+
+def moderation_message_shard(instance_id: str) -> QueueSpec:
+    """One per moderation replica, bound with weight 1 to the consistent-hash
+    exchange: the chat lines of its share of the conversations."""
+    return QueueSpec(
+        name=f"moderation.messages.{instance_id}",
+        kind=QueueKind.TRANSIENT,
+        bindings=((MODERATION_MESSAGES_EXCHANGE, "1"),),
+        dead_letter_queue="moderation.messages.dlq",
+        label="moderation.messages",
+        # A replica that stops unbinds and deletes it; one that dies stops
+        # taking its share soon after (the ring gives its conversations to
+        # the others): long enough to ride out a reconnection.
+        expires_ms=15_000,
+        max_length=100_000,
+    )
+
+
 def ban_decisions() -> QueueSpec:
     return QueueSpec(name="ban.decisions", kind=QueueKind.QUORUM,
                      bindings=((EVENTS_EXCHANGE, "moderation.decision_made"),))
+
+
+# Watch bans (address bans that only flag suspected evaders, see ban.proto)
+# are announced to ban replicas only: a gateway never ends a session for one.
+BAN_WATCH_ISSUED = "ban.watch_issued"
+BAN_WATCH_LIFTED = "ban.watch_lifted"
+
+
+def ban_index(instance_id: str) -> QueueSpec:
+    """One per ban replica: every ban issued or lifted by any replica, to
+    keep its CheckBan index current (a poll of the store backs it up)."""
+    return QueueSpec(
+        name=f"ban.index.{instance_id}",
+        kind=QueueKind.TRANSIENT,
+        bindings=((EVENTS_EXCHANGE, "ban.issued"), (EVENTS_EXCHANGE, "ban.lifted"),
+                  (EVENTS_EXCHANGE, BAN_WATCH_ISSUED), (EVENTS_EXCHANGE, BAN_WATCH_LIFTED)),
+        dead_letter_queue="ban.index.dlq",
+        label="ban.index",
+        expires_ms=60_000,
+    )

@@ -486,8 +486,41 @@
     el.banned.textContent = parts.join("");
     el.banned.hidden = false;
     if (s.started) line(el.banned.textContent, "error");
+    offerAppeal(banned);
     s.welcomed.reject(new Error("banned"));
     render();
+  }
+
+  // A ban may be appealed once, within its window: POST /appeal (the same
+  // AppealRequest as the gRPC API, in protobuf JSON).
+  function offerAppeal(banned) {
+    const until = Number(banned.appealableUntilUnixMs || 0);
+    const form = $("appeal");
+    if (!banned.banId || until <= Date.now()) return;
+    form.hidden = false;
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      const statement = $("appeal-statement").value.trim();
+      const result = $("appeal-result");
+      if (!statement) return;
+      $("appeal-send").disabled = true;
+      try {
+        const reply = await fetch("/appeal", {
+          method: "POST", headers: {"Content-Type": "application/json"},
+          body: JSON.stringify({deviceToken: store(STORE_TOKEN) || "", banId: banned.banId, statement}),
+        });
+        const body = await reply.json();
+        if (reply.ok) {
+          result.textContent = "Your appeal was sent. A moderator will review the ban.";
+          $("appeal-statement").disabled = true;
+          return;
+        }
+        result.textContent = `The appeal was not sent: ${(body.error && body.error.message) || reply.status}`;
+      } catch (error) {
+        result.textContent = "The appeal could not be sent; try again later.";
+      }
+      $("appeal-send").disabled = false;
+    };
   }
 
   // ------------------------------------------------------------ user actions

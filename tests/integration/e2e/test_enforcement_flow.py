@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from parley.v1 import ban_pb2, ban_pb2_grpc, common_pb2, moderation_pb2, moderation_pb2_grpc
-from services.chat.client import ChatClient, SessionClosed
+from services.chat.client import ChatClient, SessionClosed, file_appeal
 from tests.support import metric_value
 
 pytestmark = pytest.mark.integration
@@ -115,3 +115,31 @@ async def test_with_the_ban_service_down_the_gateway_fails_open_on_the_bans_it_h
     await someone.close()
     assert metric_value(g1.metrics_port, "parley_gateway_ban_check_failures_total") >= 3
     assert "failing open" in g1.logs()
+
+
+async def test_a_banned_device_appeals_once_through_the_gateway(stack):
+    g1, _ = stack["gateways"]
+    client = await ChatClient.connect(g1.grpc_addr)
+    async with grpc.aio.insecure_channel(stack["ban"].grpc_addr) as channel:
+        await ban_pb2_grpc.BanStub(channel).IssueBan(ban_pb2.IssueBanRequest(
+            subject=ban_pb2.Subject(device_token=client.device_token), scope=common_pb2.BAN_SCOPE_ALL,
+            category=common_pb2.CATEGORY_SPAM, duration_s=3600, reason="spam", issued_by="test-moderator"))
+    banned = (await client.expect("banned", timeout=2)).banned
+    assert banned.ban_id and banned.appealable_until_unix_ms > time.time() * 1000
+
+    appeal_id = await file_appeal(g1.grpc_addr, client.device_token, banned.ban_id, "I only said hello")
+    assert appeal_id
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await file_appeal(g1.grpc_addr, client.device_token, banned.ban_id, "please")
+    assert again.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    stranger = await ChatClient.connect(g1.grpc_addr)
+    await stranger.close()
+    with pytest.raises(grpc.aio.AioRpcError) as not_theirs:
+        await file_appeal(g1.grpc_addr, stranger.device_token, banned.ban_id, "let them back")
+    assert not_theirs.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as forged:
+        await file_appeal(g1.grpc_addr, "forged.token", banned.ban_id, "hi")
+    assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    async with grpc.aio.insecure_channel(stack["ban"].grpc_addr) as channel:
+        listed = await ban_pb2_grpc.BanStub(channel).ListAppeals(ban_pb2.ListAppealsRequest())
+    assert [(a.appeal_id, a.statement) for a in listed.appeals] == [(appeal_id, "I only said hello")]

@@ -451,5 +451,14 @@ async def test_a_ban_shows_its_reason_and_expiry_and_disables_the_page(browser, 
         await person.wait_state("banned")
         assert "abusive messages" in await page.text_content("#banned")
         assert await page.is_disabled("#start")
+        # The banned person appeals from the page, once.
+        await page.fill("#appeal-statement", "That was my little brother, sorry.")
+        await page.click("#appeal-send")
+        await page.wait_for_function(
+            "() => document.getElementById('appeal-result').textContent.includes('appeal was sent')", timeout=WAIT_MS)
+        async with grpc.aio.insecure_channel(ban.grpc_addr) as channel:
+            listed = await ban_pb2_grpc.BanStub(channel).ListAppeals(ban_pb2.ListAppealsRequest())
+        (appeal,) = listed.appeals
+        assert appeal.statement == "That was my little brother, sorry." and appeal.device_token == token
     finally:
         await person.close()

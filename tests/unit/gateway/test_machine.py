@@ -6,7 +6,7 @@ import hashlib
 import itertools
 
 from parley.v1 import ban_pb2, common_pb2, events_pb2, gateway_pb2
-from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachine, ToClient
+from services.gateway.machine import Close, Phase, Publish, Relay, SessionMachine, ToClient, ban_applies
 
 ADULT, MINOR = common_pb2.AGE_BAND_ADULT, common_pb2.AGE_BAND_MINOR
 Err = gateway_pb2.Error
@@ -268,8 +268,13 @@ def test_video_only_ban_spares_text_sessions():
     a = machine("a")
     a.on_frame(join())
     ban = ban_pb2.BanRecord(ban_id="x", subject=ban_pb2.Subject(ip_hash="ip-a"),
-                            scope=common_pb2.BAN_SCOPE_VIDEO)
+                            scope=common_pb2.BAN_SCOPE_VIDEO, enforce_on_address=True)
     assert a.on_ban(ban) == []
+    v = machine("v", device="dev-v")
+    v.on_frame(join(mode=common_pb2.MODE_VIDEO))
+    assert to_client(v.on_ban(ban_pb2.BanRecord(ban_id="x", subject=ban_pb2.Subject(ip_hash="ip-v"),
+                                                scope=common_pb2.BAN_SCOPE_VIDEO,
+                                                enforce_on_address=True))) == ["banned"]
     lifted = ban_pb2.BanRecord(ban_id="y", subject=ban_pb2.Subject(device_token="dev-a"),
                                lifted_at_unix_ms=5)
     assert a.on_ban(lifted) == []
@@ -427,3 +432,26 @@ def test_in_a_minors_pool_contact_details_never_reach_the_stranger():
     connect(x, y)
     (adult,) = relays(x.on_frame(frame(text=gateway_pb2.SendText(text="text me 415-867-5309"))))
     assert adult.text.text == "text me 415-867-5309"
+
+
+def test_a_ban_on_a_session_ends_that_session_only():
+    a, b = machine("a"), machine("b")
+    connect(a, b)
+    ban = ban_pb2.BanRecord(ban_id="s-ban", subject=ban_pb2.Subject(session_id="a"), reason="flood",
+                            scope=common_pb2.BAN_SCOPE_ALL)
+    assert b.on_ban(ban) == []
+    effects = a.on_ban(ban)
+    assert a.phase is Phase.CLOSED and any(isinstance(e, Close) for e in effects)
+    (banned,) = [e.frame.banned for e in effects if isinstance(e, ToClient) and e.frame.HasField("banned")]
+    assert banned.ban_id == "s-ban"
+
+
+def test_an_address_ban_that_only_watches_shuts_no_one_out():
+    a = machine("a")
+    a.on_frame(join())
+    watch = ban_pb2.BanRecord(ban_id="w", subject=ban_pb2.Subject(ip_prefix_hash="ip-a"))
+    assert not ban_applies(watch, a.identity, a.mode)
+    a.identity.ip_prefix_hash = "ip-a"
+    assert a.on_ban(watch) == []
+    watch.enforce_on_address = True
+    assert to_client(a.on_ban(watch)) == ["banned"]
