@@ -36,7 +36,11 @@ class GatewayService:
         if not settings.turn_urls:
             log.warning("PARLEY_GATEWAY_TURN_URLS unset: video clients get no TURN server, and "
                         "with relay-only ICE their video cannot connect")
-        self.bus = Bus(settings.amqp_url, "gateway", settings.instance_id)
+        # Every chat line is two publishes (the relay, moderation's copy):
+        # socket writes coalesced per loop turn, as the matcher does
+        # (make bench-gateway: about a fifth less CPU per line).
+        self.bus = Bus(settings.amqp_url, "gateway", settings.instance_id, coalesce_writes=True,
+                       queue_fast_publishes=True)
         self.bans = BanGate(settings.ban_addr, settings.ban_check_timeout_seconds)
         tokens = DeviceTokens(settings.device_token_secret or DEV_DEVICE_TOKEN_SECRET)
         hasher = AddressHasher(settings.ip_pepper or DEV_IP_PEPPER)

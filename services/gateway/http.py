@@ -79,7 +79,9 @@ class HttpServer:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        # A crowd reconnecting at once (a gateway restart) overflows the
+        # default backlog of 128, and each overflow costs a client a 1 s retry.
+        site = web.TCPSite(self._runner, self._host, self._port, backlog=1024)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

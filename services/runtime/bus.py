@@ -49,7 +49,7 @@ class BusUnavailable(RuntimeError):
 class Bus:
     def __init__(self, url: str, service: str, instance_id: str, *, coalesce_writes: bool = False,
                  queue_fast_publishes: bool = False) -> None:
-        """For services that publish and ack at high rates (the matcher):
+        """For services that publish and ack at high rates (the matcher, the gateway):
 
         `coalesce_writes`: send the frames written in one turn of the event
         loop in one socket write (see services/runtime/coalescing.py).
