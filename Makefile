@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(wildcard protos/parley/v1/*.proto)
 
-.PHONY: setup gen broker browser promtool broker-metrics run test chat unit integration bench-matcher bench-gateway bench-ban eval-moderation clean help
+.PHONY: setup gen broker browser promtool broker-metrics run test chat unit integration bench-matcher bench-gateway bench-ban bench-moderation eval-moderation clean help
 
 help:
 	@echo "make run    start gateway, matcher, moderation and ban locally (Ctrl-C stops them)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-matcher  drive one matcher through RabbitMQ at rising load; last line JSON"
 	@echo "make bench-gateway  two gateways over real WebSockets: idle sessions, relay rate and latency; last line JSON"
 	@echo "make bench-ban      CheckBan over gRPC with 1,000,000 active bans, and decision-to-banned time; last line JSON"
+	@echo "make bench-moderation  chat lines classified/s by one moderation process through RabbitMQ, the classifier alone, snapshot matches/s against 1,000,000 PDQ hashes; last line JSON"
 	@echo "make eval-moderation  precision and recall of the text detectors on tests/eval/moderation (dev and held-out); last line JSON"
 
 # The code generator comes first: the project is installed (editable) once the
@@ -82,6 +83,9 @@ bench-gateway: setup broker
 
 bench-ban: setup broker
 	$(BIN)/python tests/bench/bench_ban.py $(ARGS)
+
+bench-moderation: setup broker
+	$(BIN)/python tests/bench/bench_moderation.py $(ARGS)
 
 # pure logic, no broker: the text detectors on the hand-written evaluation set
 eval-moderation: setup

@@ -2,6 +2,10 @@
 # Make sure a RabbitMQ broker answers at PARLEY_AMQP_URL (default
 # 127.0.0.1:5672): start the installed broker if it is stopped, install it
 # from Debian's packages if it is missing and we may, or say what to run.
+# Then make sure a local broker has the rabbitmq_consistent_hash_exchange
+# plugin (shipped with RabbitMQ): moderation shards chat lines by
+# conversation through it (without it, moderation falls back to one shared
+# queue and says so in its log).
 set -euo pipefail
 
 url="${PARLEY_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
@@ -11,8 +15,32 @@ host="${hostport%%:*}"; port="${hostport##*:}"
 
 reachable() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
 
+local_broker() { case "$host" in 127.*|localhost|::1) return 0 ;; *) return 1 ;; esac; }
+
+# Idempotent: `rabbitmq-plugins enable` (online, no restart) only when the
+# plugin is not enabled yet; never fails the caller.
+ensure_plugins() {
+  local plugin=rabbitmq_consistent_hash_exchange plugins=rabbitmq-plugins
+  local_broker || return 0
+  if ! command -v "$plugins" >/dev/null 2>&1 && [ -x /usr/sbin/rabbitmq-plugins ]; then plugins=/usr/sbin/rabbitmq-plugins; fi
+  if ! command -v "$plugins" >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
+    echo "RabbitMQ: to shard moderation by conversation, enable $plugin: sudo rabbitmq-plugins enable $plugin" >&2
+    return 0
+  fi
+  # the enabled-plugins file answers in a millisecond; `list` asks the node
+  if grep -qs "$plugin" /etc/rabbitmq/enabled_plugins || "$plugins" list -e -m 2>/dev/null | grep -qx "$plugin"; then
+    return 0
+  fi
+  if "$plugins" enable "$plugin" >/dev/null 2>&1; then
+    echo "RabbitMQ: enabled $plugin"
+  else
+    echo "RabbitMQ: could not enable $plugin (moderation falls back to one shared queue)" >&2
+  fi
+}
+
 if reachable; then
   echo "RabbitMQ: reachable at $host:$port"
+  ensure_plugins
   exit 0
 fi
 
@@ -48,6 +76,7 @@ for _ in $(seq 1 120); do
     # The port opens a little before the broker accepts logins.
     rabbitmqctl await_startup >/dev/null 2>&1 || true
     echo "RabbitMQ: started, reachable at $host:$port"
+    ensure_plugins
     exit 0
   fi
   sleep 1

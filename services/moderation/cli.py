@@ -15,6 +15,8 @@ a terminal, over the moderation gRPC API.
     parley-modctl export ITEM_ID --out DIR --reason TEXT
     parley-modctl token new --name alice --role moderator
     parley-modctl token hash < token
+    parley-modctl bank list
+    parley-modctl bank add --bank internal --reason TEXT [--category known_bad_hash] (HASH... | --file FILE)
 
 Every call sends the caller's token: `--token-file FILE`, or
 $PARLEY_MODCTL_TOKEN, or the file named by $PARLEY_MODCTL_TOKEN_FILE (in
@@ -148,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--name", required=True)
     new.add_argument("--role", required=True, choices=auth.ROLES)
     token_commands.add_parser("hash", help="the configuration digest of a token read from stdin")
+
+    bank = commands.add_parser("bank", help="the PDQ hash banks snapshots are matched against "
+                                            "(roles child_safety and admin)")
+    bank_commands = bank.add_subparsers(dest="bank_command", required=True)
+    bank_commands.add_parser("list", help="the banks and their sizes")
+    add = bank_commands.add_parser("add", help="add hashes to a bank now (every replica matches them within "
+                                               "seconds; kept in the store, audit-logged)")
+    add.add_argument("--bank", required=True, help="the bank's name (a new name makes a new bank)")
+    add.add_argument("--category", type=_category, default=common_pb2.CATEGORY_KNOWN_BAD_HASH,
+                     help="what a match is evidence of (default known_bad_hash)")
+    add.add_argument("--reason", required=True, help="why: kept in the audit log")
+    add.add_argument("--file", type=Path, help="a bank file: one 64-hex-digit PDQ hash a line, optionally "
+                                               "a source id after a comma, tab or spaces; # comments")
+    add.add_argument("hashes", nargs="*", metavar="HASH", help="PDQ hashes (64 hex digits)")
     return parser
 
 
@@ -384,7 +400,43 @@ def run(args: argparse.Namespace, stub: moderation_pb2_grpc.ModerationStub) -> t
         parts = stub.ExportCase(moderation_pb2.ExportCaseRequest(item_id=args.item_id, reason=args.reason),
                                 timeout=max(t, 300))
         return 0, write_export(parts, args.out)
+    if args.command == "bank" and args.bank_command == "list":
+        reply = stub.ListHashBanks(moderation_pb2.ListHashBanksRequest(), timeout=t)
+        return 0, format_banks(reply)
+    if args.command == "bank" and args.bank_command == "add":
+        hashes, source_ids = bank_hashes(args)
+        reply = stub.AddBankHashes(moderation_pb2.AddBankHashesRequest(
+            bank=args.bank, category=args.category, hashes=hashes, source_ids=source_ids, reason=args.reason),
+            timeout=max(t, 60))
+        return 0, f"added {reply.added} hash(es) to bank {args.bank} (now {reply.bank_size:,} on this replica)"
     raise UsageError(f"unknown command {args.command}")
+
+
+def bank_hashes(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The hashes (and source ids) to add, from the command line or --file."""
+    from services.moderation.snapshots.banks import BankFileError, parse_bank_lines
+
+    if bool(args.hashes) == bool(args.file):
+        raise UsageError("give hashes on the command line or --file, not both (and not neither)")
+    if args.hashes:
+        return list(args.hashes), []
+    try:
+        with args.file.open("rb") as lines:
+            values, source_ids = parse_bank_lines(lines, source=str(args.file))
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    except BankFileError as exc:
+        raise UsageError(str(exc)) from None
+    hexes = [bytes(value).hex() for value in values]
+    return hexes, (source_ids if any(source_ids) else [])
+
+
+def format_banks(reply) -> str:
+    if not reply.banks:
+        return "no hash banks"
+    rows = [(b.name, f"{b.size:,}", f"{b.added_at_run_time:,}", _printable(b.source) or "-") for b in reply.banks]
+    return (format_table(("BANK", "HASHES", "ADDED AT RUN TIME", "FILE"), rows, right=(1, 2))
+            + f"\n{reply.total:,} hash(es) in all")
 
 
 def verify_database(url: str) -> tuple[int, str]:

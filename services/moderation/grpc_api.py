@@ -11,7 +11,8 @@ import grpc
 
 from parley.v1 import common_pb2, moderation_pb2, moderation_pb2_grpc
 from services.moderation import export, review
-from services.moderation.auth import Permission, Principal, TokenBook, bearer_token, roles_with
+from services.moderation.auth import ADMIN, CHILD_SAFETY, Permission, Principal, TokenBook, bearer_token, roles_with
+from services.moderation.bank_sync import BankRegistry, InvalidAddition
 from services.moderation.custody import sha256_hex
 from services.moderation.enums import enum_name
 from services.moderation.messages import KIND_FILTER, STATUS_FILTER, audit_message, item_message
@@ -36,6 +37,7 @@ _ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (RestrictedCase, grpc.StatusCode.PERMISSION_DENIED),
     (review.InvalidDecision, grpc.StatusCode.INVALID_ARGUMENT),
     (review.InvalidReport, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidAddition, grpc.StatusCode.INVALID_ARGUMENT),
 )
 _DOMAIN_ERRORS = tuple(error for error, _code in _ERROR_CODES)
 
@@ -44,12 +46,13 @@ T = TypeVar("T")
 
 class ModerationApi(moderation_pb2_grpc.ModerationServicer):
     def __init__(self, store: ReviewStore, outbox: DecisionOutbox, metrics: ModerationMetrics,
-                 tokens: TokenBook, claim_seconds: float = 900.0) -> None:
+                 tokens: TokenBook, claim_seconds: float = 900.0, banks: BankRegistry | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.metrics = metrics
         self.tokens = tokens
         self.lease_ms = int(claim_seconds * 1000)
+        self.banks = banks
 
     # ------------------------------------------------------------ plumbing
 
@@ -221,6 +224,48 @@ class ModerationApi(moderation_pb2_grpc.ModerationServicer):
         async def body(principal: Principal):
             return moderation_pb2.WhoAmIResponse(name=principal.name, role=principal.role)
         return await self._call(context, "WhoAmI", Permission.REVIEW, body)
+
+    # ------------------------------------------------------------ hash banks
+
+    async def _bank_admin(self, context, method: str, principal: Principal) -> BankRegistry:
+        """Hash banks are child-safety tooling: roles child_safety and admin."""
+        if principal.role not in BANK_ROLES:
+            self.metrics.moderator_calls.labels(method, "permission_denied").inc()
+            log.warning("moderator call refused", extra={"method": method, "moderator": principal.name,
+                                                         "role": principal.role})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"role {principal.role} may not manage hash banks: needs {' or '.join(BANK_ROLES)}")
+        if self.banks is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server matches no hash banks")
+        return self.banks
+
+    async def AddBankHashes(self, request, context):
+        principal = await self._authenticate(context, "AddBankHashes", Permission.REVIEW)
+        banks = await self._bank_admin(context, "AddBankHashes", principal)
+
+        async def body(_principal):
+            reason = review.check_reason(request.reason)
+            added, size = await banks.add(request.bank, request.category, request.hashes, request.source_ids,
+                                          principal.actor, principal.role, reason)
+            log.info("hash bank hashes added", extra={"bank": request.bank, "added": added,
+                                                      "by": principal.name, "role": principal.role})
+            return moderation_pb2.AddBankHashesResponse(added=added, bank_size=size)
+        return await self._call(context, "AddBankHashes", Permission.REVIEW, body)
+
+    async def ListHashBanks(self, request, context):
+        principal = await self._authenticate(context, "ListHashBanks", Permission.REVIEW)
+        banks = await self._bank_admin(context, "ListHashBanks", principal)
+
+        async def body(_principal):
+            listing = banks.listing()
+            return moderation_pb2.ListHashBanksResponse(
+                banks=[moderation_pb2.HashBank(name=b.name, size=b.size, added_at_run_time=b.added_at_run_time,
+                                               source=b.source) for b in listing],
+                total=sum(b.size for b in listing))
+        return await self._call(context, "ListHashBanks", Permission.REVIEW, body)
+
+
+BANK_ROLES = (CHILD_SAFETY, ADMIN)
 
 
 def _require_id(item_id: str) -> None:

@@ -250,6 +250,20 @@ custody_head = sa.Table(
     sa.Column("entry_hash", sa.String(64), nullable=False),
 )
 
+# PDQ hashes added to the hash banks at run time (AddBankHashes), in the
+# order added: every replica reads the rows after the last it has seen and
+# adds them to the banks it matches snapshots against.
+bank_hashes = sa.Table(
+    "bank_hashes", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("bank", sa.Text, nullable=False),
+    sa.Column("category", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),  # PDQ, 64 lowercase hex digits
+    sa.Column("source_id", sa.Text, nullable=False),
+    sa.Column("added_by", sa.Text, nullable=False),    # "moderator:<name>"
+    sa.Column("added_at_ms", sa.BigInteger, nullable=False),
+)
+
 
 # ---------------------------------------------------------------- records
 
@@ -367,6 +381,15 @@ class AuditEntry:
     item_id: str | None
     detail: dict
     id: int = 0
+
+
+@dataclass(frozen=True)
+class BankHashRow:
+    id: int
+    bank: str
+    category: int
+    hash: str
+    source_id: str
 
 
 @dataclass(frozen=True)
@@ -857,6 +880,34 @@ class ReviewStore:
                 sa.select(decisions.c.item_id).where(decisions.c.decision_id == decision_id))).scalar_one()
             await self._audit(conn, now, "outbox", "decision_published", item_id, {"decision_id": decision_id})
         return True
+
+    # ------------------------------------------------------------ hash banks
+
+    async def add_bank_hashes(self, bank: str, category: int, hashes: Sequence[str], source_ids: Sequence[str],
+                              actor: str, role: str, reason: str) -> int:
+        """Store hashes added to a bank at run time (checked by the caller:
+        64 lowercase hex digits each), with the audit entry, in one
+        transaction. Returns how many."""
+        now = self.clock()
+        rows = [{"bank": bank, "category": category, "hash": value, "source_id": source_id,
+                 "added_by": actor, "added_at_ms": now} for value, source_id in zip(hashes, source_ids)]
+        if not rows:
+            return 0
+        async with self.engine.begin() as conn:
+            await conn.execute(bank_hashes.insert(), rows)
+            await self._audit(conn, now, actor, "bank_hashes_added", None, {
+                "bank": bank, "category": enum_name(common_pb2.Category, category), "count": len(rows),
+                "role": role, "reason": reason, "hashes": list(hashes[:20]),
+                "hashes_sha256": custody.sha256_hex("\n".join(hashes).encode())})
+        return len(rows)
+
+    async def bank_hashes_after(self, after_id: int, limit: int = 10_000) -> list[BankHashRow]:
+        """Run-time bank additions after `after_id`, oldest first."""
+        query = (sa.select(bank_hashes).where(bank_hashes.c.id > after_id)
+                 .order_by(bank_hashes.c.id).limit(limit))
+        async with self.engine.connect() as conn:
+            return [BankHashRow(row.id, row.bank, row.category, row.hash, row.source_id)
+                    for row in (await conn.execute(query)).all()]
 
     # ------------------------------------------------------------ the audit log
 

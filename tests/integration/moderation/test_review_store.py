@@ -194,7 +194,7 @@ async def test_migrating_again_changes_nothing(engine, store):
     await migrate(engine, MIGRATIONS, VERSION_TABLE)
     async with engine.connect() as conn:
         versions = (await conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalars().all()
-    assert versions == ["0002"]
+    assert versions == ["0003"]
     assert await store.get_item(item.item_id) == item
 
 
