@@ -265,7 +265,13 @@ async def test_two_strangers_video_chat_through_the_turn_relay(browser, web, tur
                     "() => window.parley.pc && [window.parley.pc.connectionState, window.parley.pc.iceConnectionState]")
                 raise AssertionError(f"no WebRTC connection: {state}; problems: {page.problems}; "
                                      f"turnserver log:\n{turn.logs()[-3000:]}") from exc
-            pair = await page.page.evaluate(SELECTED_PAIR)
+            # Connected can be reported a moment before the pair's stats say succeeded.
+            deadline = time.monotonic() + 5
+            while True:
+                pair = await page.page.evaluate(SELECTED_PAIR)
+                if (pair is not None and pair["state"] == "succeeded") or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             assert pair is not None and pair["state"] == "succeeded", pair
             assert pair["local"] == "relay" and pair["remote"] == "relay", pair
             assert pair["localAddress"] == "127.0.0.1", pair
