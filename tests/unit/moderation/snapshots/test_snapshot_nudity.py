@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import nudenet
 import numpy as np
 import pytest
 
@@ -21,7 +22,6 @@ from services.moderation.snapshots import (
 from services.moderation.snapshots.nudity import packaged_model_path
 from tests.unit.moderation.snapshots.snapshot_helpers import fixture_bytes, fixture_rgb
 
-nudenet = pytest.importorskip("nudenet")
 
 
 class NetworkUsed(AssertionError):
